@@ -1,0 +1,1 @@
+"""alpaclass-engagement: what the receiver, the worker and analytics share."""

@@ -1,0 +1,82 @@
+"""Every setting of the job, read from ``ENGAGEMENT_*`` environment variables.
+
+Names are prefixed by the part they configure (``kafka_``, ``broker_``,
+``receiver_``, ``worker_``, ``duckdb_``); durations are in seconds.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_TOPIC = "alpaclass.webhooks"
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ENGAGEMENT_", env_file=".env", extra="ignore"
+    )
+
+    # Kafka. Unset bootstrap servers mean "the project's own local broker".
+    kafka_bootstrap_servers: str | None = None
+    kafka_topic: str = DEFAULT_TOPIC
+    kafka_topic_partitions: int = Field(default=8, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+
+    # The local broker that `engagement broker start` assembles and runs.
+    broker_port: int = Field(default=9092, ge=1, le=65535)
+    broker_controller_port: int = Field(default=9093, ge=1, le=65535)
+    broker_home: Path = Path("var/kafka")
+    broker_start_timeout_seconds: float = 90.0
+
+    # The HTTP receiver of Eduzz webhooks.
+    webhook_secrets: Annotated[list[SecretStr], NoDecode] = []
+    receiver_host: str = "127.0.0.1"
+    receiver_port: int = Field(default=8000, ge=1, le=65535)
+    receiver_max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1)
+
+    # The Faust worker.
+    worker_app_id: str = "alpaclass-engagement"
+    worker_data_dir: Path = Path("var/worker")
+    worker_web_host: str = "127.0.0.1"
+    worker_web_port: int = Field(default=6066, ge=1, le=65535)
+
+    # Snapshots of the worker's state for DuckDB.
+    duckdb_path: Path = Path("var/engagement.duckdb")
+    duckdb_snapshot_interval_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @cached_property
+    def bootstrap_servers(self) -> str:
+        """The broker everything talks to: the configured one, else the local one."""
+        if self.kafka_bootstrap_servers:
+            return self.kafka_bootstrap_servers
+        return f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def uses_local_broker(self) -> bool:
+        return not self.kafka_bootstrap_servers
+
+    @property
+    def snapshot_dir(self) -> Path:
+        """Where the Parquet snapshots behind the DuckDB views are written."""
+        return self.duckdb_path.with_suffix(".snapshots")
+
+    @property
+    def receiver_url(self) -> str:
+        return f"http://{self.receiver_host}:{self.receiver_port}/webhooks/eduzz"
+
+    @property
+    def worker_url(self) -> str:
+        return f"http://{self.worker_web_host}:{self.worker_web_port}"
