@@ -1,0 +1,132 @@
+"""Topic administration and consumer lag, over aiokafka's admin client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from engagement.errors import ConfigurationError, KafkaUnavailable
+
+logger = logging.getLogger(__name__)
+
+# Records up to the receiver's 1 MiB body limit, with room for headers.
+TOPIC_MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+
+
+async def _admin(bootstrap_servers: str) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000
+    )
+    try:
+        await admin.start()
+    except KafkaError as error:
+        await admin.close()
+        raise KafkaUnavailable(
+            f"Kafka at {bootstrap_servers} does not answer ({error}). Start the "
+            "local broker with `engagement broker start`, or set "
+            "ENGAGEMENT_KAFKA_BOOTSTRAP_SERVERS to a running broker."
+        ) from error
+    return admin
+
+
+async def ensure_topic(
+    bootstrap_servers: str, topic: str, partitions: int, replication_factor: int = 1
+) -> None:
+    """Create ``topic`` with ``partitions`` unless it exists with exactly that many.
+
+    The broker runs with topic auto-creation off: Faust's tables must have as
+    many partitions as their source topic, so nothing may create it implicitly.
+    """
+    admin = await _admin(bootstrap_servers)
+    try:
+        try:
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        topic,
+                        num_partitions=partitions,
+                        replication_factor=replication_factor,
+                        topic_configs={
+                            "max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES)
+                        },
+                    )
+                ]
+            )
+            logger.info("Created topic %s with %d partitions", topic, partitions)
+        except TopicAlreadyExistsError:
+            pass
+
+        described = await admin.describe_topics([topic])
+        found = len(described[0]["partitions"])
+        if found != partitions:
+            raise ConfigurationError(
+                f"Topic {topic} has {found} partitions but "
+                f"ENGAGEMENT_KAFKA_TOPIC_PARTITIONS is {partitions}. Set it to "
+                f"{found}, or use a new topic name."
+            )
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap_servers: str, prefixes: Iterable[str]) -> list[str]:
+    """Delete every topic whose name starts with one of ``prefixes``."""
+    prefixes = tuple(prefixes)
+    admin = await _admin(bootstrap_servers)
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+        if doomed:
+            await admin.delete_topics(doomed)
+        return doomed
+    finally:
+        await admin.close()
+
+
+async def consumer_lag(bootstrap_servers: str, group_id: str, topic: str) -> int:
+    """Records of ``topic`` that ``group_id`` has not committed yet."""
+    admin = await _admin(bootstrap_servers)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers)
+    try:
+        described = await admin.describe_topics([topic])
+        tps = [
+            TopicPartition(topic, part["partition"])
+            for part in described[0]["partitions"]
+        ]
+        await consumer.start()
+        end_offsets = await consumer.end_offsets(tps)
+        committed = await admin.list_consumer_group_offsets(group_id, partitions=tps)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+    lag = 0
+    for tp, end in end_offsets.items():
+        meta = committed.get(tp)
+        position = meta.offset if meta is not None and meta.offset >= 0 else 0
+        lag += max(end - position, 0)
+    return lag
+
+
+async def wait_for_lag_zero(
+    bootstrap_servers: str,
+    group_id: str,
+    topic: str,
+    timeout: float,
+    poll_interval: float = 0.5,
+) -> None:
+    """Return once ``group_id`` has committed every record of ``topic``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    lag = await consumer_lag(bootstrap_servers, group_id, topic)
+    while lag > 0:
+        if loop.time() > deadline:
+            raise TimeoutError(
+                f"Consumer group {group_id} still has {lag} records of {topic} "
+                f"to process after {timeout:.0f} s."
+            )
+        await asyncio.sleep(poll_interval)
+        lag = await consumer_lag(bootstrap_servers, group_id, topic)

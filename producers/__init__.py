@@ -1,0 +1,1 @@
+"""What puts AlpaClass events on Kafka: the webhook receiver, backfill, a simulator."""
