@@ -1,0 +1,1 @@
+"""The analytics side: Parquet snapshots of the worker's state, DuckDB views."""

@@ -1,0 +1,1 @@
+"""The stream job: a Faust application that keeps engagement state per student."""
