@@ -1,0 +1,207 @@
+"""The ``engagement`` command."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from engagement.broker.cli import broker_app
+from engagement.errors import EngagementError
+from engagement.settings import Settings
+
+cli = typer.Typer(
+    help="Real-time engagement analytics for Eduzz AlpaClass schools.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+cli.add_typer(broker_app, name="broker", help="The local Apache Kafka broker.")
+
+stderr = Console(stderr=True)
+logger = logging.getLogger("engagement")
+
+
+def configure_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # aiokafka reports every reconnect attempt at WARNING; ours say what matters.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def parse_instant(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO 8601 time, e.g. 2026-12-01T00:00:00Z"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@cli.command()
+def receiver() -> None:
+    """Serve POST /webhooks/eduzz and forward verified bodies to Kafka."""
+    from producers.receiver import run
+
+    configure_logging()
+    run(Settings())
+
+
+@cli.command()
+def worker(
+    loglevel: Annotated[str, typer.Option(help="Faust's log level.")] = "info",
+) -> None:
+    """Run the Faust worker (the same as `faust -A app.main worker`)."""
+    import faust
+
+    from app.main import app
+
+    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+
+
+@cli.command()
+def run() -> None:
+    """Run the broker (unless one is configured), receiver and worker until Ctrl-C."""
+    from engagement.processes import start_service
+    from engagement.runtime import broker_for
+
+    configure_logging()
+    settings = Settings()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+    with broker_for(settings) as bootstrap:
+        env = {"ENGAGEMENT_KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+        receiver = start_service(
+            "receiver",
+            "receiver",
+            env,
+            f"http://{settings.receiver_host}:{settings.receiver_port}/health",
+        )
+        worker = start_service("worker", "worker", env, f"{settings.worker_url}/health")
+        try:
+            receiver.wait_healthy(timeout=60)
+            worker.wait_healthy(timeout=120)
+            logger.info("Receiving webhooks at %s", settings.receiver_url)
+            while not stop.wait(1.0):
+                for service in (receiver, worker):
+                    if service.process.poll() is not None:
+                        raise EngagementError(f"The {service.name} exited; stopping.")
+        finally:
+            worker.stop()
+            receiver.stop()
+
+
+@cli.command()
+def demo(
+    input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            help="JSON lines, one JSON document or a JSON array of webhook bodies. "
+            "Default: the sample the project ships.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    duckdb: Annotated[
+        Path | None,
+        typer.Option(help="The DuckDB file to (re)create. Default: var/demo/"),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Reference time for churn_risk. Default: now."),
+    ] = None,
+) -> None:
+    """Run the whole job once on a file of webhooks and print churn risk."""
+    from engagement.demo import run_demo
+
+    configure_logging()
+    result = run_demo(Settings(), input, duckdb, parse_instant(as_of))
+
+    table = Table(title=f"churn_risk as of {as_of or 'now'} (top {len(result.top)})")
+    for column in result.columns:
+        table.add_column(column)
+    for row in result.top:
+        table.add_row(*(_cell(value) for value in row))
+    Console().print(table)
+    print(orjson.dumps(result.counts()).decode())
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+@cli.command()
+def snapshot(
+    url: Annotated[
+        str | None, typer.Option(help="The worker's web URL. Default: from settings.")
+    ] = None,
+) -> None:
+    """Ask a running worker to write a snapshot now."""
+    import httpx
+
+    response = httpx.post(f"{url or Settings().worker_url}/snapshot", timeout=120)
+    print(response.text)
+    raise typer.Exit(0 if response.status_code == 200 else 1)
+
+
+@cli.command()
+def simulate(
+    output: Annotated[
+        Path | None, typer.Option(help="Write here instead of standard output.")
+    ] = None,
+    schools: int = 2,
+    students: Annotated[int, typer.Option(help="Students per school.")] = 25,
+    courses: Annotated[int, typer.Option(help="Courses per school.")] = 3,
+    days: int = 45,
+    end: Annotated[str, typer.Option(help="Last simulated instant.")] = (
+        "2026-11-30T23:00:00Z"
+    ),
+    seed: int = 7,
+) -> None:
+    """Write simulated AlpaClass webhook traffic as JSON lines."""
+    from producers.simulate import Scale
+    from producers.simulate import simulate as generate
+
+    scale = Scale(
+        schools=schools,
+        students_per_school=students,
+        courses_per_school=courses,
+        days=days,
+        end=parse_instant(end),
+        seed=seed,
+    )
+    lines = b"".join(orjson.dumps(body) + b"\n" for body in generate(scale))
+    if output is None:
+        sys.stdout.buffer.write(lines)
+    else:
+        output.write_bytes(lines)
+
+
+def main() -> None:
+    try:
+        cli()
+    except EngagementError as error:
+        stderr.print(f"[red]error:[/red] {error}", highlight=False)
+        sys.exit(1)
