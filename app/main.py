@@ -16,13 +16,28 @@ from prometheus_client import Counter, Gauge, generate_latest
 
 from app.snapshot import Snapshotter
 from app.tracking import Outcome, track
+from engagement.kafka import ensure_topic
 from engagement.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 settings = Settings()
 
-app = faust.App(
+
+class EngagementApp(faust.App):
+    async def on_first_start(self) -> None:
+        # The broker does not create topics implicitly, and Faust creates only
+        # its own; the source topic must exist, with the table's partitions.
+        await ensure_topic(
+            settings.bootstrap_servers,
+            settings.kafka_topic,
+            settings.kafka_topic_partitions,
+            settings.kafka_replication_factor,
+        )
+        await super().on_first_start()
+
+
+app = EngagementApp(
     settings.worker_app_id,
     broker=[f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(",")],
     store="rocksdb://",
