@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -140,7 +141,8 @@ def demo(
         table.add_column(column)
     for row in result.top:
         table.add_row(*(_cell(value) for value in row))
-    Console().print(table)
+    # Ids are long hex strings; a pipe gets 160 columns rather than rich's 80.
+    Console(width=shutil.get_terminal_size((160, 24)).columns).print(table)
     print(orjson.dumps(result.counts()).decode())
 
 
