@@ -6,18 +6,58 @@ import pyarrow as pa
 
 UTC_MICROS = pa.timestamp("us", tz="UTC")
 
+
+def _ids(*names: str) -> list[pa.Field]:
+    return [pa.field(name, pa.string(), nullable=False) for name in names]
+
+
 STUDENT_COURSE_ACTIVITY = pa.schema(
     [
-        pa.field("team_id", pa.string(), nullable=False),
-        pa.field("student_id", pa.string(), nullable=False),
-        pa.field("course_id", pa.string(), nullable=False),
+        *_ids("team_id", "student_id", "course_id"),
         pa.field("first_seen_at", UTC_MICROS),
         pa.field("last_seen_at", UTC_MICROS),
         pa.field("activity_events", pa.int64(), nullable=False),
+        pa.field("lessons_finished", pa.int64(), nullable=False),
+        pa.field("modules_finished", pa.int64(), nullable=False),
+        pa.field("course_finished", pa.bool_(), nullable=False),
+        pa.field("favorites", pa.int64(), nullable=False),
+        pa.field("comments", pa.int64(), nullable=False),
+        pa.field("certificate_accessed", pa.bool_(), nullable=False),
+        pa.field("last_event", pa.string()),
+        pa.field("student_name", pa.string()),
+        pa.field("student_email", pa.string()),
+        pa.field("course_name", pa.string()),
+        pa.field("team_name", pa.string()),
+        pa.field("snapshot_at", UTC_MICROS, nullable=False),
+    ]
+)
+
+STUDENTS = pa.schema(
+    [
+        *_ids("team_id", "student_id"),
+        pa.field("student_name", pa.string()),
+        pa.field("student_email", pa.string()),
+        pa.field("created_at", UTC_MICROS),
+        pa.field("snapshot_at", UTC_MICROS, nullable=False),
+    ]
+)
+
+ENGAGEMENT_DAILY = pa.schema(
+    [
+        *_ids("team_id", "student_id", "course_id"),
+        pa.field("day", pa.date32(), nullable=False),
+        pa.field("activity_events", pa.int64(), nullable=False),
+        pa.field("visits", pa.int64(), nullable=False),
+        pa.field("lesson_finishes", pa.int64(), nullable=False),
+        pa.field("comments", pa.int64(), nullable=False),
         pa.field("snapshot_at", UTC_MICROS, nullable=False),
     ]
 )
 
 SNAPSHOT_TABLES: dict[str, pa.Schema] = {
     "student_course_activity": STUDENT_COURSE_ACTIVITY,
+    "students": STUDENTS,
+    "engagement_daily": ENGAGEMENT_DAILY,
+    # Days the worker no longer keeps, as they were when it let them go.
+    "engagement_daily_archive": ENGAGEMENT_DAILY,
 }

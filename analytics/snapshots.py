@@ -23,7 +23,8 @@ def partition_file(snapshot_dir: Path, table: str, partition: int) -> Path:
     return snapshot_dir / table / f"partition-{partition:04d}.parquet"
 
 
-def _write_atomically(path: Path, table: pa.Table) -> None:
+def write_file(path: Path, table: pa.Table) -> None:
+    """Write ``table`` to ``path`` so that a reader sees all of it or none."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pq.write_table(table, temporary, compression="zstd")
@@ -38,7 +39,7 @@ def write_partition(
     """Replace the snapshot of one partition of ``table`` with ``columns``."""
     data = pa.Table.from_pydict(columns, schema=SNAPSHOT_TABLES[table])
     path = partition_file(snapshot_dir, table, partition)
-    _write_atomically(path, data)
+    write_file(path, data)
     return path
 
 
@@ -47,4 +48,4 @@ def ensure_layout(snapshot_dir: Path) -> None:
     for table, schema in SNAPSHOT_TABLES.items():
         path = snapshot_dir / table / EMPTY_FILE
         if not path.exists():
-            _write_atomically(path, schema.empty_table())
+            write_file(path, schema.empty_table())

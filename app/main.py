@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter, defaultdict
 
 import faust
-from prometheus_client import Counter, Gauge, generate_latest
+from prometheus_client import Counter as MetricCounter
+from prometheus_client import Gauge, generate_latest
 
 from app.snapshot import Snapshotter
-from app.tracking import Outcome, track
+from app.tracking import Outcome, Tracker
 from engagement.kafka import ensure_topic
 from engagement.settings import Settings
 
@@ -68,10 +70,22 @@ activity = app.Table(
     value_type=bytes,
     partitions=settings.kafka_topic_partitions,
 )
+students = app.Table(
+    "students",
+    key_type=bytes,
+    value_type=bytes,
+    partitions=settings.kafka_topic_partitions,
+)
+tracker = Tracker(activity, students)
+
+# Events are folded a batch at a time: each key of a batch is read and written
+# once, however many of its events the batch holds.
+BATCH_SIZE = 2000
+BATCH_WITHIN_SECONDS = 0.1
 
 snapshotter = Snapshotter(settings.duckdb_path, settings.snapshot_dir)
 
-EVENTS = Counter(
+EVENTS = MetricCounter(
     "engagement_worker_events_total", "Records consumed, by outcome", ["outcome"]
 )
 SNAPSHOT_AGE = Gauge(
@@ -90,22 +104,32 @@ for _outcome in Outcome:
 
 @app.agent(webhooks)
 async def track_activity(stream: faust.StreamT) -> None:
-    async for event in stream.events():
-        message = event.message
-        try:
-            outcome = track(activity, message.partition, event.value)
-        except Exception:
-            # A bug, not bad input (track() refuses bad input itself). Faust
-            # would ack the record and restart the agent anyway; say which
-            # record it was, so it can be replayed once fixed.
-            logger.exception(
-                "Could not fold record %s[%d]@%d into the state",
-                message.topic,
-                message.partition,
-                message.offset,
-            )
-            outcome = Outcome.FAILED
-        EVENTS.labels(outcome.value).inc()
+    async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_SECONDS):
+        by_partition: dict[int, list[faust.EventT]] = defaultdict(list)
+        for event in events:
+            by_partition[event.message.partition].append(event)
+
+        for partition, group in by_partition.items():
+            # Faust's stores and changelog pick the partition of the current
+            # event; a batch mixes partitions, so each group sets its own.
+            stream._set_current_event(group[-1])
+            try:
+                outcomes = tracker.fold(partition, (e.value for e in group))
+            except Exception:
+                # A bug, not bad input (fold() refuses bad input itself).
+                # Faust would ack the records and restart the agent anyway;
+                # say which they were, so they can be replayed once fixed.
+                first, last = group[0].message, group[-1].message
+                logger.exception(
+                    "Could not fold records %s[%d]@%d..%d into the state",
+                    first.topic,
+                    partition,
+                    first.offset,
+                    last.offset,
+                )
+                outcomes = Counter({Outcome.FAILED: len(group)})
+            for outcome, count in outcomes.items():
+                EVENTS.labels(str(outcome)).inc(count)
 
 
 def owned_partitions() -> set[int]:
@@ -117,7 +141,9 @@ def owned_partitions() -> set[int]:
 
 
 async def take_snapshot() -> dict:
-    result = await snapshotter.snapshot(activity.values(), owned_partitions())
+    result = await snapshotter.snapshot(
+        activity.values(), students.values(), owned_partitions()
+    )
     return {
         "rows": result.rows,
         "partitions": result.partitions,

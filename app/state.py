@@ -1,37 +1,77 @@
-"""The engagement state of one (team, student, course), and how an event folds in.
+"""Engagement state, and how an event folds into it.
 
-Delivery is at-least-once and unordered, so every update is written to be
-idempotent: ``first_seen_at`` and ``last_seen_at`` are a min and a max, and
-the activity counter remembers the event ids it counted *in the same record*,
-so one changelog write carries both the count and what guards it. A replay
-after a crash therefore changes nothing.
+Delivery is at-least-once and unordered, so every rule is idempotent:
 
-The ids are remembered for ``DEDUP_HORIZON_US`` of event time behind the key's
-``last_seen_at``; an id older than that is forgotten, and a redelivery of an
-event that old would be counted again. Eduzz's delivery history is what makes
-old redeliveries possible, and 45 days covers the 35 days of daily windows the
-analytics need.
+- ``first_seen_at`` / ``last_seen_at`` are a min and a max;
+- toggles (lesson, module and course finished, favourites) and the "latest"
+  values (names, e-mail, last event) are last-writer-wins registers ordered by
+  the pair (``sentDate``, event id), so the same events give the same state in
+  any order, and replaying one changes nothing;
+- counters and daily buckets count an event id once: the record keeps the ids
+  it counted *in the same record* as the counters, so one changelog write
+  carries both, and a replay after a crash is recognised as a redelivery.
+
+Counted ids and daily buckets are kept for ``HORIZON_DAYS`` of event time
+behind the key's latest activity. A redelivery older than that would be
+counted again: Eduzz's delivery history is what makes old redeliveries
+possible, and 45 days covers the 35 days of windows the analytics use.
+
+Records are JSON (orjson) with a version, so a later change can migrate them.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
-STATE_VERSION = 1
+from engagement.events import StudentEvent
+
+STATE_VERSION = 2
 DAY_US = 86_400_000_000
-DEDUP_HORIZON_US = 45 * DAY_US
-KEY_SEPARATOR = "\x1f"  # ids never hold control characters (see events.Id)
+HORIZON_DAYS = 45
+KEY_SEPARATOR = "\x1f"  # ids never hold control characters (events.normalize_id)
+
+VISITS = frozenset({"student_course_last_seen", "student_lesson_last_seen"})
+_LESSON_TOGGLES = {"student_lesson_finished": 1, "student_lesson_unfinished": 0}
+_MODULE_TOGGLES = {"student_module_finished": 1, "student_module_unfinished": 0}
+_COURSE_TOGGLES = {"student_course_finished": 1, "student_course_unfinished": 0}
+_FAVORITE_TOGGLES = {
+    "student_lesson_marked_as_favorite": 1,
+    "student_lesson_unmarked_as_favorite": 0,
+}
+
+# A register is [sent_us, event_id, value]; lists compare element by element,
+# so max() of two registers is the later one.
+Register = list[Any]
 
 
-def activity_key(team_id: str, student_id: str, course_id: str) -> bytes:
+def course_key(team_id: str, student_id: str, course_id: str) -> bytes:
     return KEY_SEPARATOR.join((team_id, student_id, course_id)).encode()
+
+
+def student_key(team_id: str, student_id: str) -> bytes:
+    return KEY_SEPARATOR.join((team_id, student_id)).encode()
+
+
+def fingerprint(raw: bytes) -> int:
+    """A cheap digest of a body, to tell a redelivery from an id reused."""
+    return zlib.crc32(raw)
+
+
+def _newer(current: Register | None, sent_us: int, event_id: str) -> bool:
+    return current is None or [sent_us, event_id] > current[:2]
+
+
+def _count_registers(registers: dict[str, Register]) -> int:
+    return sum(1 for register in registers.values() if register[2])
 
 
 @dataclass(slots=True)
 class CourseActivity:
-    """State of one (team, student, course); times are epoch microseconds, UTC."""
+    """State of one (team, student, course)."""
 
     team_id: str
     student_id: str
@@ -40,57 +80,222 @@ class CourseActivity:
     first_seen_at: int | None = None
     last_seen_at: int | None = None
     activity_events: int = 0
-    # event id -> its sentDate, for the ids counted within the horizon
-    counted: dict[str, int] = field(default_factory=dict)
+    comments: int = 0
+    certificate_accessed: bool = False
+    lessons: dict[str, Register] = field(default_factory=dict)
+    modules: dict[str, Register] = field(default_factory=dict)
+    favorites: dict[str, Register] = field(default_factory=dict)
+    course: Register | None = None  # finished / unfinished
+    last_event: Register | None = None
+    student_name: Register | None = None
+    student_email: Register | None = None
+    course_name: Register | None = None
+    team_name: Register | None = None
+    # day number -> [activity events, visits, lesson finishes, comments]
+    days: dict[int, list[int]] = field(default_factory=dict)
+    # event id -> [sent_us, fingerprint of its first body]
+    counted: dict[str, list[int]] = field(default_factory=dict)
 
-    def apply_activity(self, event_id: str, sent_at: int) -> bool:
-        """Fold one activity event in; False when it was already counted."""
-        if event_id in self.counted:
-            return False
+    @property
+    def lessons_finished(self) -> int:
+        return _count_registers(self.lessons)
 
-        self.counted[event_id] = sent_at
+    @property
+    def modules_finished(self) -> int:
+        return _count_registers(self.modules)
+
+    @property
+    def favorite_lessons(self) -> int:
+        return _count_registers(self.favorites)
+
+    @property
+    def course_finished(self) -> bool:
+        return bool(self.course and self.course[2])
+
+    def apply(self, event: StudentEvent, body_fingerprint: int) -> str:
+        """Fold an activity event in: "counted", "redelivery" or "conflict"."""
+        seen = self.counted.get(event.event_id)
+        if seen is not None:
+            return "redelivery" if seen[1] == body_fingerprint else "conflict"
+        sent, event_id, name = event.sent_us, event.event_id, event.name
+        self.counted[event_id] = [sent, body_fingerprint]
+
         self.activity_events += 1
-        if self.first_seen_at is None or sent_at < self.first_seen_at:
-            self.first_seen_at = sent_at
-        if self.last_seen_at is None or sent_at > self.last_seen_at:
-            self.last_seen_at = sent_at
-            self._forget_old_ids()
-        return True
+        if self.first_seen_at is None or sent < self.first_seen_at:
+            self.first_seen_at = sent
+        day = self.days.setdefault(sent // DAY_US, [0, 0, 0, 0])
+        day[0] += 1
+        if name in VISITS:
+            day[1] += 1
+        elif name == "student_lesson_finished":
+            day[2] += 1
+        elif name == "student_comment_created":
+            day[3] += 1
+            self.comments += 1
+        elif name == "student_certificate_accessed":
+            self.certificate_accessed = True
 
-    def _forget_old_ids(self) -> None:
+        self._apply_registers(event)
+        if self.last_seen_at is None or sent > self.last_seen_at:
+            self.last_seen_at = sent
+            self._forget_beyond_horizon()
+        return "counted"
+
+    def _apply_registers(self, event: StudentEvent) -> None:
+        sent, event_id, name = event.sent_us, event.event_id, event.name
+        for toggles, registers, ref in (
+            (_LESSON_TOGGLES, self.lessons, event.lesson_id),
+            (_MODULE_TOGGLES, self.modules, event.module_id),
+            (_FAVORITE_TOGGLES, self.favorites, event.lesson_id),
+        ):
+            if name in toggles and _newer(registers.get(ref), sent, event_id):
+                registers[ref] = [sent, event_id, toggles[name]]
+        if name in _COURSE_TOGGLES and _newer(self.course, sent, event_id):
+            self.course = [sent, event_id, _COURSE_TOGGLES[name]]
+
+        if _newer(self.last_event, sent, event_id):
+            self.last_event = [sent, event_id, name]
+        for attribute, value in (
+            ("student_name", event.student_name),
+            ("student_email", event.student_email),
+            ("course_name", event.course_name),
+            ("team_name", event.team_name),
+        ):
+            if value is not None and _newer(getattr(self, attribute), sent, event_id):
+                setattr(self, attribute, [sent, event_id, value])
+
+    def _forget_beyond_horizon(self) -> None:
         assert self.last_seen_at is not None
-        horizon = self.last_seen_at - DEDUP_HORIZON_US
-        if min(self.counted.values()) < horizon:
-            self.counted = {i: t for i, t in self.counted.items() if t >= horizon}
+        oldest_day = self.last_seen_at // DAY_US - HORIZON_DAYS
+        if min(self.days) < oldest_day:
+            self.days = {d: c for d, c in self.days.items() if d >= oldest_day}
+        oldest = oldest_day * DAY_US
+        if min(seen[0] for seen in self.counted.values()) < oldest:
+            self.counted = {i: s for i, s in self.counted.items() if s[0] >= oldest}
 
     def dumps(self) -> bytes:
         return orjson.dumps(
             {
                 "v": STATE_VERSION,
-                "team": self.team_id,
-                "student": self.student_id,
-                "course": self.course_id,
+                "key": [self.team_id, self.student_id, self.course_id],
                 "p": self.partition,
-                "first": self.first_seen_at,
-                "last": self.last_seen_at,
-                "n": self.activity_events,
+                "seen": [self.first_seen_at, self.last_seen_at],
+                "n": [self.activity_events, self.comments, self.certificate_accessed],
+                "lessons": self.lessons,
+                "modules": self.modules,
+                "favorites": self.favorites,
+                "course": self.course,
+                "last": self.last_event,
+                "names": [
+                    self.student_name,
+                    self.student_email,
+                    self.course_name,
+                    self.team_name,
+                ],
+                "days": self.days,
                 "ids": self.counted,
-            }
+            },
+            option=orjson.OPT_NON_STR_KEYS,
         )
 
     @classmethod
     def loads(cls, raw: bytes) -> CourseActivity:
-        record = orjson.loads(raw)
-        version = record.get("v")
-        if version != STATE_VERSION:
-            raise ValueError(f"unknown state record version {version!r}")
+        record = migrate(orjson.loads(raw))
+        team_id, student_id, course_id = record["key"]
+        activity_events, comments, certificate = record["n"]
+        student_name, student_email, course_name, team_name = record["names"]
         return cls(
-            team_id=record["team"],
-            student_id=record["student"],
-            course_id=record["course"],
-            partition=record["p"],
-            first_seen_at=record["first"],
-            last_seen_at=record["last"],
-            activity_events=record["n"],
+            team_id,
+            student_id,
+            course_id,
+            record["p"],
+            *record["seen"],
+            activity_events=activity_events,
+            comments=comments,
+            certificate_accessed=certificate,
+            lessons=record["lessons"],
+            modules=record["modules"],
+            favorites=record["favorites"],
+            course=record["course"],
+            last_event=record["last"],
+            student_name=student_name,
+            student_email=student_email,
+            course_name=course_name,
+            team_name=team_name,
+            days={int(day): counts for day, counts in record["days"].items()},
             counted=record["ids"],
         )
+
+
+def migrate(record: dict[str, Any]) -> dict[str, Any]:
+    """Bring a course record of any earlier version to STATE_VERSION."""
+    version = record.get("v")
+    if version == 1:
+        # Version 1 kept only the last-seen times and the activity count; it
+        # did not remember sentDates per day, so no daily buckets can be made.
+        record = {
+            "v": 2,
+            "key": [record["team"], record["student"], record["course"]],
+            "p": record["p"],
+            "seen": [record["first"], record["last"]],
+            "n": [record["n"], 0, False],
+            "lessons": {},
+            "modules": {},
+            "favorites": {},
+            "course": None,
+            "last": None,
+            "names": [None, None, None, None],
+            "days": {},
+            "ids": {i: [t, 0] for i, t in record["ids"].items()},
+        }
+    if record.get("v") != STATE_VERSION:
+        raise ValueError(f"unknown course record version {version!r}")
+    return record
+
+
+@dataclass(slots=True)
+class Student:
+    """State of one (team, student): who to contact, and since when registered."""
+
+    team_id: str
+    student_id: str
+    partition: int
+    student_name: Register | None = None
+    student_email: Register | None = None
+    created: Register | None = None  # [sent_us, event_id, createdAt or sentDate]
+
+    def apply(self, event: StudentEvent) -> bool:
+        """Fold any student event in; True when the record changed."""
+        sent, event_id = event.sent_us, event.event_id
+        changed = False
+        for attribute, value in (
+            ("student_name", event.student_name),
+            ("student_email", event.student_email),
+        ):
+            if value is not None and _newer(getattr(self, attribute), sent, event_id):
+                setattr(self, attribute, [sent, event_id, value])
+                changed = True
+        if event.name == "student_created" and _newer(self.created, sent, event_id):
+            self.created = [sent, event_id, event.created_us]
+            changed = True
+        return changed
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(
+            {
+                "v": STATE_VERSION,
+                "key": [self.team_id, self.student_id],
+                "p": self.partition,
+                "names": [self.student_name, self.student_email],
+                "created": self.created,
+            }
+        )
+
+    @classmethod
+    def loads(cls, raw: bytes) -> Student:
+        record = orjson.loads(raw)
+        if record.get("v") != STATE_VERSION:
+            raise ValueError(f"unknown student record version {record.get('v')!r}")
+        team_id, student_id = record["key"]
+        name, email = record["names"]
+        return cls(team_id, student_id, record["p"], name, email, record["created"])

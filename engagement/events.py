@@ -7,18 +7,17 @@ receiver or by hand).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     StringConstraints,
     ValidationError,
-    field_validator,
 )
 
 ALPACLASS_PREFIX = "alpaclass."
@@ -84,19 +83,41 @@ def epoch_us(moment: datetime) -> int:
     return (moment - _EPOCH) // _MICROSECOND
 
 
-def _id_to_str(value: object) -> object:
-    # Older drafts sent ids as JSON numbers: "68" and 68 are the same id.
+# The primitives below are shared by the pydantic models (the receiver, which
+# explains its refusals) and decode_event (the worker's fast path), so both
+# accept exactly the same bodies.
+
+
+def normalize_id(value: object) -> str:
+    """An id as a string: older drafts sent JSON numbers, and "68" is 68."""
     # bool is an int in Python, and True is no id.
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
+    if not isinstance(value, str):
+        raise ValueError("must be a string or an integer")
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    if not value.isprintable():
+        raise ValueError("must not contain control characters")
     return value
 
 
-Id = Annotated[
-    str,
-    BeforeValidator(_id_to_str),
-    StringConstraints(strip_whitespace=True, min_length=1, pattern=r"^[^\x00-\x1f]+$"),
-]
+def parse_instant(value: object) -> datetime:
+    """An ISO 8601 instant with a UTC offset (``Z`` or ``±hh:mm``), as UTC."""
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("is not an ISO 8601 date and time") from None
+    if moment.tzinfo is None:
+        raise ValueError("must include a UTC offset, e.g. Z or -03:00")
+    return moment.astimezone(UTC)
+
+
+Id = Annotated[str, BeforeValidator(normalize_id)]
+Instant = Annotated[datetime, BeforeValidator(parse_instant)]
 
 
 class Ref(BaseModel):
@@ -110,7 +131,7 @@ class Ref(BaseModel):
 
 class StudentRef(Ref):
     email: str | None = None
-    createdAt: AwareDatetime | None = None  # noqa: N815 - the payload's spelling
+    createdAt: Instant | None = None  # noqa: N815 - the payload's spelling
 
 
 class EventData(BaseModel):
@@ -130,13 +151,8 @@ class Envelope(BaseModel):
 
     id: Id
     event: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-    sentDate: AwareDatetime  # noqa: N815 - the payload's spelling
+    sentDate: Instant  # noqa: N815 - the payload's spelling
     data: EventData
-
-    @field_validator("sentDate")
-    @classmethod
-    def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
 
     @property
     def is_ping(self) -> bool:
@@ -182,6 +198,17 @@ class InvalidBody(ValueError):
         super().__init__(reason)
         self.reason = reason
         self.details = details or []
+
+    @property
+    def kind(self) -> str:
+        """A short, bounded name of the problem, for metrics."""
+        if "not valid JSON" in self.reason:
+            return "not_json"
+        if "must be a JSON object" in self.reason:
+            return "not_object"
+        if "lacks what its key needs" in self.reason:
+            return "missing_key_fields"
+        return "not_envelope"
 
 
 def describe_validation_error(error: ValidationError) -> list[dict[str, Any]]:
@@ -230,3 +257,120 @@ def strip_personal_data(document: dict[str, Any]) -> dict[str, Any]:
         for field in DROPPED_STUDENT_FIELDS:
             student.pop(field, None)
     return document
+
+
+@dataclass(slots=True)
+class StudentEvent:
+    """What the worker needs of an AlpaClass student event; times in epoch µs."""
+
+    event_id: str
+    name: str  # canonical, without "alpaclass."
+    sent_us: int
+    team_id: str
+    student_id: str
+    course_id: str | None
+    module_id: str | None
+    lesson_id: str | None
+    student_name: str | None
+    student_email: str | None
+    course_name: str | None
+    team_name: str | None
+    created_us: int | None  # student_created: createdAt, else sentDate
+
+
+_REF_FIELDS = ("student", "team", "course", "module", "lesson")
+
+
+def _ref(data: dict[str, Any], field: str) -> dict[str, Any] | None:
+    ref = data.get(field)
+    if ref is None:
+        return None
+    if type(ref) is not dict:
+        raise InvalidBody(f"body is not a webhook envelope (data.{field})")
+    try:
+        ref["id"] = normalize_id(ref.get("id"))
+    except ValueError:
+        raise InvalidBody(f"body is not a webhook envelope (data.{field}.id)") from None
+    for text in ("name", "email") if field == "student" else ("name",):
+        value = ref.get(text)
+        if value is not None and type(value) is not str:
+            raise InvalidBody(f"body is not a webhook envelope (data.{field}.{text})")
+    return ref
+
+
+def decode_event(raw: bytes) -> StudentEvent | None:
+    """The worker's fast path: the same rules as parse_body, without pydantic.
+
+    Returns None for a valid body that is not an AlpaClass student event (a
+    ping, another product, a name nobody knows yet); raises InvalidBody for
+    anything parse_body would refuse.
+    """
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidBody(f"body is not valid JSON: {error}") from None
+    if type(document) is not dict:
+        kind = type(document).__name__
+        raise InvalidBody(f"body must be a JSON object, not a JSON {kind}")
+
+    problems = []
+    try:
+        event_id = normalize_id(document.get("id"))
+    except ValueError:
+        problems.append("id")
+    event = document.get("event")
+    if type(event) is not str or not event.strip():
+        problems.append("event")
+    try:
+        sent = parse_instant(document.get("sentDate"))
+    except ValueError:
+        problems.append("sentDate")
+    data = document.get("data")
+    if type(data) is not dict:
+        problems.append("data")
+    if problems:
+        raise InvalidBody(f"body is not a webhook envelope ({', '.join(problems)})")
+
+    refs = {field: _ref(data, field) for field in _REF_FIELDS}
+    student = refs["student"]
+    if student is not None and student.get("createdAt") is not None:
+        try:
+            created = parse_instant(student["createdAt"])
+        except ValueError:
+            raise InvalidBody(
+                "body is not a webhook envelope (data.student.createdAt)"
+            ) from None
+    else:
+        created = None
+
+    event = event.strip()
+    canonical = (
+        EVENT_ALIASES.get(event[len(ALPACLASS_PREFIX) :])
+        if event.startswith(ALPACLASS_PREFIX)
+        else None
+    )
+    if canonical is None:
+        return None
+    missing = [] if student is not None else ["data.student"]
+    missing += [f"data.{r}" for r in REQUIRED_REFS[canonical] if refs[r] is None]
+    if missing:
+        raise InvalidBody(f"{event} lacks what its key needs: {', '.join(missing)}")
+
+    team, course = refs["team"], refs["course"]
+    module, lesson = refs["module"], refs["lesson"]
+    sent_us = epoch_us(sent)
+    return StudentEvent(
+        event_id=event_id,
+        name=canonical,
+        sent_us=sent_us,
+        team_id=team["id"] if team else "",
+        student_id=student["id"],
+        course_id=course["id"] if course else None,
+        module_id=module["id"] if module else None,
+        lesson_id=lesson["id"] if lesson else None,
+        student_name=student.get("name"),
+        student_email=student.get("email"),
+        course_name=course.get("name") if course else None,
+        team_name=team.get("name") if team else None,
+        created_us=epoch_us(created) if created else sent_us,
+    )

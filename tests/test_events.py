@@ -7,6 +7,7 @@ import pytest
 from engagement.events import (
     EVENT_ALIASES,
     InvalidBody,
+    decode_event,
     epoch_us,
     parse_body,
     strip_personal_data,
@@ -132,3 +133,62 @@ def test_document_and_phone_are_removed(fixtures_dir):
     student = strip_personal_data(document)["data"]["student"]
     assert "document" not in student and "phone" not in student
     assert student["email"] == json.loads(raw)["data"]["student"]["email"]
+
+
+def _both(raw: bytes):
+    """What parse_body and decode_event make of raw: both accept or both refuse."""
+    try:
+        envelope, _ = parse_body(raw)
+    except InvalidBody:
+        envelope = None
+    try:
+        event = decode_event(raw)
+        decoded = True
+    except InvalidBody:
+        event, decoded = None, False
+    return envelope, decoded, event
+
+
+def test_the_fast_path_agrees_with_the_model_on_the_fixtures(fixtures_dir):
+    bodies = [p.read_bytes() for p in (fixtures_dir / "alpaclass").glob("*.json")]
+    for name in ("alpaclass-sample.jsonl", "alpaclass-tricky.jsonl"):
+        bodies += (fixtures_dir / name).read_bytes().splitlines()
+
+    for raw in bodies:
+        envelope, decoded, event = _both(raw)
+        assert decoded == (envelope is not None)
+        if event is None:
+            assert envelope is None or envelope.canonical_event is None
+            continue
+        assert event.event_id == envelope.id
+        assert event.name == envelope.canonical_event
+        assert event.sent_us == epoch_us(envelope.sentDate)
+        assert event.team_id == envelope.team_id
+        assert event.student_id == envelope.data.student.id
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"[]",
+        b"null",
+        _body(id=None),
+        _body(id=1.5),
+        _body(id=" \t "),
+        _body(event=""),
+        _body(event=7),
+        _body(sentDate=1700000000),
+        _body(sentDate="2026-11-20"),
+        _body(data=None),
+        _body(data={"student": "s1"}),
+        _body(data={"student": {"id": "s1", "name": 3}}),
+        _body(data={"student": {"id": "s1", "createdAt": "soon"}}),
+        _body(data={"student": {"id": "s1"}, "course": {"name": "no id"}}),
+        _body(event="nutror.x", data={"course": []}),
+        _body(event="alpaclass.student_lesson_finished"),
+    ],
+)
+def test_the_fast_path_agrees_with_the_model_on_bad_bodies(raw):
+    envelope, decoded, _ = _both(raw)
+    assert decoded == (envelope is not None)

@@ -1,11 +1,12 @@
 """End to end on the real broker: signed POSTs → Kafka → Faust → DuckDB.
 
 Each test runs ``engagement demo``'s code path on an input file, then compares
-every row of ``student_course_activity`` with tests/expected.py's computation.
+every row of every table with tests/expected.py's computation from the input.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
 from datetime import UTC, datetime
 
 import pytest
@@ -14,7 +15,15 @@ from analytics.catalog import connect_readonly
 from engagement.demo import run_demo
 from engagement.settings import Settings
 from tests.conftest import FIXTURES
-from tests.expected import expected_activity, load_documents
+from tests.expected import (
+    ExpectedActivity,
+    ExpectedDay,
+    ExpectedStudent,
+    expected_activity,
+    expected_daily,
+    expected_students,
+    load_documents,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -22,55 +31,83 @@ AS_OF = datetime(2026, 12, 1, tzinfo=UTC)
 SINGLE_EVENT_FILES = sorted(p.name for p in (FIXTURES / "alpaclass").glob("*.json"))
 
 
-def _run(kafka_bootstrap: str, path, tmp_path):
+def _rows(connection, sql: str, key_width: int, shape: type) -> dict:
+    columns = [f.name for f in fields(shape)]
+    cursor = connection.execute(sql.format(columns=", ".join(columns)))
+    rows = cursor.fetchall()
+    table = {row[:key_width]: shape(*row[key_width:]) for row in rows}
+    assert len(table) == len(rows), "a key appears more than once"
+    return table
+
+
+def _run(kafka_bootstrap: str, path, tmp_path) -> tuple:
     settings = Settings(kafka_bootstrap_servers=kafka_bootstrap)
     db_path = tmp_path / "engagement.duckdb"
     result = run_demo(settings, path, db_path, AS_OF)
     with connect_readonly(db_path) as connection:
-        rows = connection.execute(
-            "SELECT team_id, student_id, course_id, first_seen_at, last_seen_at, "
-            "activity_events FROM student_course_activity"
-        ).fetchall()
-        risk = dict(
-            ((r[0], r[1], r[2]), r[3])
-            for r in connection.execute(
+        activity = _rows(
+            connection,
+            "SELECT team_id, student_id, course_id, {columns} "
+            "FROM student_course_activity",
+            3,
+            ExpectedActivity,
+        )
+        students = _rows(
+            connection,
+            "SELECT team_id, student_id, {columns} FROM students",
+            2,
+            ExpectedStudent,
+        )
+        daily = _rows(
+            connection,
+            "SELECT team_id, student_id, course_id, day, {columns} "
+            "FROM engagement_daily",
+            4,
+            ExpectedDay,
+        )
+        risk = {
+            row[:3]: row[3]
+            for row in connection.execute(
                 "SELECT team_id, student_id, course_id, days_since_last_seen "
                 "FROM churn_risk_at(?)",
                 [AS_OF],
             ).fetchall()
-        )
-    return result, rows, risk
+        }
+    return result, activity, students, daily, risk
 
 
-def _assert_exact(path, rows, risk) -> None:
-    expected = expected_activity(load_documents(path))
-    got = {
-        (team, student, course): (first, last, count)
-        for team, student, course, first, last, count in rows
-    }
+def _assert_same(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for key, expected in want.items():
+        assert asdict(got[key]) == asdict(expected), key
 
-    assert len(rows) == len(got), "a key appears more than once"
-    assert set(got) == set(expected)
-    for key, want in expected.items():
-        first, last, count = got[key]
-        assert first == want.first_seen_at, key
-        assert last == want.last_seen_at, key
-        assert count == want.activity_events, key
-        days = (AS_OF - want.last_seen_at).total_seconds() / 86_400
+
+def _assert_exact(path, activity, students, daily, risk) -> None:
+    documents = load_documents(path)
+    want = expected_activity(documents)
+
+    _assert_same(activity, want)
+    _assert_same(students, expected_students(documents))
+    _assert_same(daily, expected_daily(documents))
+
+    unfinished = {key for key, value in want.items() if not value.course_finished}
+    assert set(risk) == unfinished
+    for key in unfinished:
+        days = (AS_OF - want[key].last_seen_at).total_seconds() / 86_400
         assert risk[key] == pytest.approx(days, abs=1e-9), key
 
 
 @pytest.mark.parametrize("name", ["alpaclass-sample.jsonl", "alpaclass-tricky.jsonl"])
-def test_streams_give_exact_activity(name, fixtures_dir, kafka_bootstrap, tmp_path):
+def test_streams_give_exact_state(name, fixtures_dir, kafka_bootstrap, tmp_path):
     path = fixtures_dir / name
     documents = load_documents(path)
 
-    result, rows, risk = _run(kafka_bootstrap, path, tmp_path)
+    result, *tables = _run(kafka_bootstrap, path, tmp_path)
 
     assert result.sent == len(documents)
     assert result.accepted == len(documents)
-    assert result.keys == len(rows)
-    _assert_exact(path, rows, risk)
+    assert result.keys == len(tables[0])
+    _assert_exact(path, *tables)
 
 
 @pytest.mark.parametrize("name", SINGLE_EVENT_FILES)
@@ -79,7 +116,7 @@ def test_each_example_body_goes_through_alone(
 ):
     path = fixtures_dir / "alpaclass" / name
 
-    result, rows, risk = _run(kafka_bootstrap, path, tmp_path)
+    result, *tables = _run(kafka_bootstrap, path, tmp_path)
 
     assert (result.sent, result.accepted, result.rejected) == (1, 1, 0)
-    _assert_exact(path, rows, risk)
+    _assert_exact(path, *tables)

@@ -1,40 +1,124 @@
-from app.state import DAY_US, DEDUP_HORIZON_US, CourseActivity
+"""The folding rules, on events built by hand."""
+
+from itertools import permutations
+
+from app.state import DAY_US, HORIZON_DAYS, CourseActivity, Student, migrate
+from engagement.events import StudentEvent
+
+
+def _event(event_id: str, name: str, at: int, **refs: str) -> StudentEvent:
+    return StudentEvent(
+        event_id=event_id,
+        name=name,
+        sent_us=at,
+        team_id="t1",
+        student_id="s1",
+        course_id="c1",
+        module_id=refs.get("module"),
+        lesson_id=refs.get("lesson"),
+        student_name=refs.get("student_name"),
+        student_email=None,
+        course_name=None,
+        team_name=None,
+        created_us=refs.get("created", at),
+    )
 
 
 def _state() -> CourseActivity:
     return CourseActivity("t1", "s1", "c1", partition=3)
 
 
-def test_min_max_and_count_whatever_the_order():
+def _fold(events: list[StudentEvent]) -> CourseActivity:
     state = _state()
-    for event_id, at in (("b", 20), ("a", 10), ("c", 30), ("d", 15)):
-        assert state.apply_activity(event_id, at)
-    assert (state.first_seen_at, state.last_seen_at, state.activity_events) == (
-        10,
-        30,
-        4,
-    )
+    for event in events:
+        state.apply(event, body_fingerprint=hash(event.event_id))
+    return state
 
 
-def test_a_redelivery_changes_nothing():
+TOGGLES = [
+    _event("a", "student_lesson_finished", 10, lesson="l1"),
+    _event("b", "student_lesson_unfinished", 20, lesson="l1"),
+    _event("c", "student_lesson_finished", 30, lesson="l1"),
+    _event("d", "student_lesson_finished", 15, lesson="l2"),
+    _event("e", "student_lesson_unfinished", 25, lesson="l2"),
+    _event("f", "student_course_finished", 40),
+]
+
+
+def test_toggles_resolve_the_same_in_every_order():
+    results = {
+        (s.lessons_finished, s.course_finished, s.last_event[2])
+        for s in (_fold(list(order)) for order in permutations(TOGGLES))
+    }
+    assert results == {(1, True, "student_course_finished")}
+
+
+def test_equal_times_are_ordered_by_event_id():
+    late = _event("b", "student_lesson_unfinished", 10, lesson="l1")
+    early = _event("a", "student_lesson_finished", 10, lesson="l1")
+    assert _fold([late, early]).lessons_finished == 0
+    assert _fold([early, late]).lessons_finished == 0
+
+
+def test_a_redelivery_changes_nothing_and_a_reused_id_is_a_conflict():
     state = _state()
-    state.apply_activity("a", 10)
+    event = _event("a", "student_course_last_seen", 10)
+    assert state.apply(event, body_fingerprint=1) == "counted"
     before = state.dumps()
-    assert not state.apply_activity("a", 10)
+
+    assert state.apply(event, body_fingerprint=1) == "redelivery"
+    assert state.apply(event, body_fingerprint=2) == "conflict"
     assert state.dumps() == before
 
 
+def test_daily_buckets_land_in_the_event_day():
+    state = _fold(
+        [
+            _event("a", "student_course_last_seen", 5 * DAY_US + 1),
+            _event("b", "student_comment_created", 3 * DAY_US + 7, lesson="l"),
+            _event("c", "student_lesson_finished", 5 * DAY_US + 9, lesson="l"),
+        ]
+    )
+    assert state.days == {5: [2, 1, 1, 0], 3: [1, 0, 0, 1]}
+    assert (state.first_seen_at, state.last_seen_at) == (3 * DAY_US + 7, 5 * DAY_US + 9)
+
+
+def test_ids_and_days_beyond_the_horizon_are_let_go():
+    old = _event("old", "student_course_last_seen", 0)
+    recent = _event("recent", "student_course_last_seen", HORIZON_DAYS * DAY_US)
+    new = _event("new", "student_course_last_seen", (HORIZON_DAYS + 1) * DAY_US)
+    state = _fold([old, recent, new])
+    assert set(state.counted) == {"recent", "new"}
+    assert set(state.days) == {HORIZON_DAYS, HORIZON_DAYS + 1}
+    assert state.activity_events == 3
+
+
 def test_record_round_trips():
-    state = _state()
-    state.apply_activity("a", 10)
-    state.apply_activity("b", 7)
+    state = _fold(TOGGLES)
     assert CourseActivity.loads(state.dumps()) == state
 
 
-def test_ids_beyond_the_horizon_are_forgotten_and_recent_ones_kept():
-    state = _state()
-    state.apply_activity("old", 0)
-    state.apply_activity("recent", DEDUP_HORIZON_US)
-    state.apply_activity("new", DEDUP_HORIZON_US + DAY_US)
-    assert set(state.counted) == {"recent", "new"}
-    assert state.activity_events == 3
+def test_version_1_records_migrate():
+    v1 = {
+        "v": 1,
+        "team": "t1",
+        "student": "s1",
+        "course": "c1",
+        "p": 2,
+        "first": 5,
+        "last": 9,
+        "n": 2,
+        "ids": {"a": 5, "b": 9},
+    }
+    record = migrate(v1)
+    assert record["seen"] == [5, 9] and record["n"][0] == 2
+    assert set(record["ids"]) == {"a", "b"}
+
+
+def test_student_keeps_the_latest_name_and_registration():
+    student = Student("t1", "s1", partition=0)
+    student.apply(_event("b", "student_course_last_seen", 20, student_name="New"))
+    student.apply(_event("a", "student_created", 10, student_name="Old", created=7))
+    assert student.student_name[2] == "New"
+    assert student.created[2] == 7
+    assert Student.loads(student.dumps()) == student
