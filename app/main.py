@@ -8,17 +8,21 @@ instead (see app.state).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 from collections import Counter, defaultdict
 
 import faust
+from aiokafka.errors import KafkaError
 from prometheus_client import Counter as MetricCounter
 from prometheus_client import Gauge, generate_latest
 
 from app.snapshot import Snapshotter
 from app.tracking import Outcome, Tracker
-from engagement.kafka import ensure_topic
+from engagement.errors import EngagementError
+from engagement.kafka import consumer_lag, ensure_topic
 from engagement.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -92,14 +96,49 @@ SNAPSHOT_AGE = Gauge(
     "engagement_snapshot_age_seconds", "Seconds since the last snapshot finished"
 )
 SNAPSHOT_AGE.set_function(
-    lambda: (
-        time.time() - snapshotter.last.taken_at.timestamp()
-        if snapshotter.last
-        else float("nan")
-    )
+    lambda: float("nan") if (age := snapshot_age()) is None else age
+)
+CONSUMER_LAG = Gauge(
+    "engagement_worker_consumer_lag",
+    "Records of the webhooks topic the worker's group has not committed",
+)
+REJECTIONS = MetricCounter(
+    "engagement_worker_rejected_total", "Records refused, by reason", ["reason"]
 )
 for _outcome in Outcome:
     EVENTS.labels(_outcome.value)
+
+
+FOLD_ATTEMPTS = 5
+
+
+async def fold_with_retries(partition: int, group: list[faust.EventT]) -> Counter:
+    """Fold a partition's events; never let a failure drop them.
+
+    fold() refuses bad input itself, so an exception here is the machinery:
+    e.g. Faust's metadata not yet showing a just-created changelog topic. The
+    state is idempotent, so the batch is simply folded again. Should it keep
+    failing, the worker exits at once: Faust acks a batch when the loop body
+    raises, and its offsets must not be committed, so that the records are
+    consumed again after a restart.
+    """
+    for attempt in range(1, FOLD_ATTEMPTS + 1):
+        try:
+            return tracker.fold(partition, (e.value for e in group))
+        except Exception:
+            first, last = group[0].message, group[-1].message
+            logger.exception(
+                "Could not fold records %s[%d]@%d..%d (attempt %d of %d)",
+                first.topic,
+                partition,
+                first.offset,
+                last.offset,
+                attempt,
+                FOLD_ATTEMPTS,
+            )
+            await asyncio.sleep(attempt)
+    logger.critical("Exiting without committing, so the records are read again")
+    os._exit(70)
 
 
 @app.agent(webhooks)
@@ -113,23 +152,18 @@ async def track_activity(stream: faust.StreamT) -> None:
             # Faust's stores and changelog pick the partition of the current
             # event; a batch mixes partitions, so each group sets its own.
             stream._set_current_event(group[-1])
-            try:
-                outcomes = tracker.fold(partition, (e.value for e in group))
-            except Exception:
-                # A bug, not bad input (fold() refuses bad input itself).
-                # Faust would ack the records and restart the agent anyway;
-                # say which they were, so they can be replayed once fixed.
-                first, last = group[0].message, group[-1].message
-                logger.exception(
-                    "Could not fold records %s[%d]@%d..%d into the state",
-                    first.topic,
-                    partition,
-                    first.offset,
-                    last.offset,
-                )
-                outcomes = Counter({Outcome.FAILED: len(group)})
+            outcomes = await fold_with_retries(partition, group)
             for outcome, count in outcomes.items():
                 EVENTS.labels(str(outcome)).inc(count)
+        for reason, count in tracker.rejections.items():
+            REJECTIONS.labels(reason).inc(count)
+        tracker.rejections.clear()
+
+
+def ready() -> bool:
+    """Partitions assigned and their tables recovered: the state is whole."""
+    recovered = app.tables.recovery.completed.is_set()
+    return recovered and not (app.rebalancing or app.in_recovery)
 
 
 def owned_partitions() -> set[int]:
@@ -154,7 +188,7 @@ async def take_snapshot() -> dict:
 
 @app.timer(settings.duckdb_snapshot_interval_seconds)
 async def periodic_snapshot() -> None:
-    if app.rebalancing or app.in_recovery:
+    if not ready():
         logger.info("Rebalance in progress, snapshot postponed to the next interval")
         return
     await take_snapshot()
@@ -165,23 +199,40 @@ class SnapshotView(faust.web.View):
     """POST takes a snapshot now and answers once it is written."""
 
     async def post(self, request: faust.web.Request) -> faust.web.Response:
-        if app.rebalancing or app.in_recovery:
-            return self.json({"error": "rebalance in progress, retry"}, status=503)
+        if not ready():
+            return self.json({"error": "state not ready, retry"}, status=503)
         return self.json(await take_snapshot())
+
+
+async def committed_lag() -> int | None:
+    """Records of the topic the group has not committed yet; None if unknown."""
+    try:
+        lag = await consumer_lag(
+            settings.bootstrap_servers, settings.worker_app_id, settings.kafka_topic
+        )
+    except (EngagementError, KafkaError) as error:
+        logger.warning("Could not read the consumer lag: %s", type(error).__name__)
+        return None
+    CONSUMER_LAG.set(lag)
+    return lag
+
+
+def snapshot_age() -> float | None:
+    last = snapshotter.last
+    return None if last is None else time.time() - last.taken_at.timestamp()
 
 
 @app.page("/health")
 class HealthView(faust.web.View):
     async def get(self, request: faust.web.Request) -> faust.web.Response:
-        last = snapshotter.last
+        age = snapshot_age()
         return self.json(
             {
                 "status": "ok",
-                "rebalancing": bool(app.rebalancing or app.in_recovery),
+                "ready": ready(),
                 "partitions": sorted(owned_partitions()),
-                "snapshot_age_seconds": (
-                    round(time.time() - last.taken_at.timestamp(), 3) if last else None
-                ),
+                "consumer_lag": await committed_lag(),
+                "snapshot_age_seconds": None if age is None else round(age, 3),
             }
         )
 
@@ -189,5 +240,6 @@ class HealthView(faust.web.View):
 @app.page("/metrics")
 class MetricsView(faust.web.View):
     async def get(self, request: faust.web.Request) -> faust.web.Response:
+        await committed_lag()
         # aiohttp refuses a charset inside content_type; Prometheus reads plain text.
         return self.bytes(generate_latest(), content_type="text/plain")

@@ -72,19 +72,25 @@ class Tracker:
                 course = courses.get(key) or self._course(key, event, partition)
                 courses[key] = course
                 result = course.apply(event, fingerprint(raw))
-                if result != "counted":
-                    outcomes[result] += 1
-                    continue
+                outcomes[Outcome.ACTIVITY if result == "counted" else result] += 1
+                # Written even when unchanged: after a kill -9 the local store
+                # can hold updates whose changelog records never left, and
+                # their events come again (the offsets were not committed).
+                # Rewriting the whole record puts them in the changelog.
                 dirty_courses.add(key)
-                outcomes[Outcome.ACTIVITY] += 1
+                if result == "conflict":
+                    continue  # the first body of an id wins, for the student too
             else:
                 outcomes[Outcome.REGISTRATION] += 1
 
+            # The student's registers are last-writer-wins, so a redelivery
+            # folds in again harmlessly; that is what makes a batch safe to
+            # retry when writing it failed half-way.
             key = student_key(event.team_id, event.student_id)
             student = students.get(key) or self._student(key, event, partition)
             students[key] = student
-            if student.apply(event):
-                dirty_students.add(key)
+            student.apply(event)
+            dirty_students.add(key)  # unchanged too, as for courses
 
         for key in dirty_courses:
             self.courses[key] = courses[key].dumps()

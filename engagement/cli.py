@@ -13,6 +13,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -83,6 +84,7 @@ def run() -> None:
 
     configure_logging()
     settings = Settings()
+    settings.require_webhook_secrets()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -123,7 +125,9 @@ def demo(
     ] = None,
     duckdb: Annotated[
         Path | None,
-        typer.Option(help="The DuckDB file to (re)create. Default: var/demo/"),
+        typer.Option(
+            help="The DuckDB file to (re)create. Default: var/demo/engagement.duckdb"
+        ),
     ] = None,
     as_of: Annotated[
         str | None,
@@ -207,3 +211,9 @@ def main() -> None:
     except EngagementError as error:
         stderr.print(f"[red]error:[/red] {error}", highlight=False)
         sys.exit(1)
+    except ValidationError as error:
+        # Settings come from the environment: name the variable, not the field.
+        for problem in error.errors(include_url=False, include_input=False):
+            name = "ENGAGEMENT_" + "_".join(str(p) for p in problem["loc"]).upper()
+            stderr.print(f"[red]error:[/red] {name}: {problem['msg']}", highlight=False)
+        sys.exit(2)

@@ -113,7 +113,10 @@ def parse_instant(value: object) -> datetime:
         raise ValueError("is not an ISO 8601 date and time") from None
     if moment.tzinfo is None:
         raise ValueError("must include a UTC offset, e.g. Z or -03:00")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00
+        raise ValueError("lies outside the years 1 to 9999 in UTC") from None
 
 
 Id = Annotated[str, BeforeValidator(normalize_id)]

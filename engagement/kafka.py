@@ -61,8 +61,7 @@ async def ensure_topic(
         except TopicAlreadyExistsError:
             pass
 
-        described = await admin.describe_topics([topic])
-        found = len(described[0]["partitions"])
+        found = await _partition_count(admin, topic)
         if found != partitions:
             raise ConfigurationError(
                 f"Topic {topic} has {found} partitions but "
@@ -71,6 +70,21 @@ async def ensure_topic(
             )
     finally:
         await admin.close()
+
+
+async def _partition_count(
+    admin: AIOKafkaAdminClient, topic: str, timeout: float = 30.0
+) -> int:
+    # Just after creation the broker's metadata may not list the partitions
+    # yet (or may answer with an error code for the topic): ask again.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        [described] = await admin.describe_topics([topic])
+        count = len(described["partitions"])
+        if (count and not described.get("error_code")) or loop.time() > deadline:
+            return count
+        await asyncio.sleep(0.1)
 
 
 async def delete_topics(bootstrap_servers: str, prefixes: Iterable[str]) -> list[str]:

@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from engagement.errors import ConfigurationError
+
 DEFAULT_TOPIC = "alpaclass.webhooks"
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -56,6 +58,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    def require_webhook_secrets(self) -> None:
+        """Refuse to go on without a secret: the receiver would accept nothing."""
+        if not self.webhook_secrets:
+            raise ConfigurationError(
+                "No webhook secret is configured. Set ENGAGEMENT_WEBHOOK_SECRETS to "
+                "the secret(s) your school generated in Eduzz, separated by commas."
+            )
 
     @cached_property
     def bootstrap_servers(self) -> str:

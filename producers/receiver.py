@@ -16,7 +16,6 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, generate_latest
 
-from engagement.errors import ConfigurationError
 from engagement.events import InvalidBody, parse_body, strip_personal_data
 from engagement.kafka import TOPIC_MAX_MESSAGE_BYTES, ensure_topic
 from engagement.settings import Settings
@@ -124,11 +123,7 @@ async def _kafka_producer(app: web.Application):  # noqa: ANN202 - aiohttp conte
 
 
 def create_app(settings: Settings) -> web.Application:
-    if not settings.webhook_secrets:
-        raise ConfigurationError(
-            "No webhook secret is configured. Set ENGAGEMENT_WEBHOOK_SECRETS to the "
-            "secret(s) your school generated in Eduzz, separated by commas."
-        )
+    settings.require_webhook_secrets()
     # aiohttp refuses bodies above client_max_size while reading them.
     app = web.Application(client_max_size=settings.receiver_max_body_bytes)
     app[SETTINGS_KEY] = settings

@@ -100,6 +100,8 @@ def test_unknown_alpaclass_and_other_products_are_not_engagement():
         (b'"ping"', "not a JSON str"),
         (_body(sentDate="yesterday"), "sentDate"),
         (_body(sentDate="2026-11-20T10:00:00"), "sentDate"),
+        (_body(sentDate="9999-12-31T23:00:00-05:00"), "sentDate"),
+        (_body(sentDate=1_700_000_000_000), "sentDate"),
         (_body(id=True), "id"),
         (_body(id=""), "id"),
         (_body(data=[]), "data"),

@@ -1,0 +1,91 @@
+"""The worker's state under crashes and rebalances, on the real broker.
+
+Bodies are produced straight to a fresh topic (the receiver is not what these
+tests are about), with a tenth of them delivered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+from engagement.kafka import consumer_lag
+from tests.compare import assert_exact
+from tests.streams import PARTITIONS, Job, produce, simulated_documents
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def job(kafka_bootstrap, unique_name, tmp_path) -> Job:
+    return Job(
+        bootstrap=kafka_bootstrap,
+        topic=f"{unique_name}.alpaclass.webhooks",
+        app_id=f"{unique_name}-worker",
+        db_path=tmp_path / "engagement.duckdb",
+        root=tmp_path,
+    )
+
+
+def _lag(job: Job) -> int:
+    return asyncio.run(consumer_lag(job.bootstrap, job.app_id, job.topic))
+
+
+def test_kill_9_mid_stream_then_lost_store_recovers_exactly(job):
+    documents = simulated_documents(students=400, redeliveries=0.1, seed=11)
+    produce(job.bootstrap, job.topic, documents)
+
+    worker = job.start_worker("worker")
+    deadline = time.monotonic() + 120
+    while not 0 < _lag(job) < len(documents) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    lag_at_kill = _lag(job)
+    os.kill(worker.process.pid, signal.SIGKILL)
+    worker.process.wait()
+    assert 0 < lag_at_kill < len(documents), "the kill did not land mid-stream"
+
+    worker = job.start_worker("worker")
+    job.wait_processed()
+    job.snapshot(worker)
+    assert_exact(job.db_path, documents)
+
+    # The local store gone: the state comes back from the changelog alone.
+    worker.stop()
+    shutil.rmtree(job.root / "worker")
+    worker = job.start_worker("worker")
+    try:
+        job.snapshot(worker)
+        assert_exact(job.db_path, documents)
+    finally:
+        worker.stop()
+
+
+def test_two_workers_share_the_keys_and_one_takes_over(job):
+    documents = simulated_documents(students=200, redeliveries=0.1, seed=12)
+    first, second = documents[: len(documents) // 2], documents[len(documents) // 2 :]
+    produce(job.bootstrap, job.topic, first)
+
+    one, two = job.start_worker("one"), job.start_worker("two")
+    try:
+        job.wait_processed()
+        job.snapshot(one)
+        job.snapshot(two)
+        owned = [set(job.health(w)["partitions"]) for w in (one, two)]
+        assert owned[0] and owned[1] and not owned[0] & owned[1]
+        assert owned[0] | owned[1] == set(range(PARTITIONS))
+        assert_exact(job.db_path, first)
+
+        two.stop()
+        produce(job.bootstrap, job.topic, second)
+        job.wait_processed()
+        job.snapshot(one)
+        assert set(job.health(one)["partitions"]) == set(range(PARTITIONS))
+        assert_exact(job.db_path, documents)
+    finally:
+        one.stop()
+        two.stop()
