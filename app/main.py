@@ -12,10 +12,15 @@ import asyncio
 import logging
 import os
 import time
+import weakref
 from collections import Counter, defaultdict
 
 import faust
 from aiokafka.errors import KafkaError
+
+# TODO: use a public way to set the event a table write belongs to, once Faust
+# has one; faust-streaming is pinned below 0.16 for this private name.
+from faust.streams import _current_event
 from prometheus_client import Counter as MetricCounter
 from prometheus_client import Gauge, generate_latest
 
@@ -150,8 +155,10 @@ async def track_activity(stream: faust.StreamT) -> None:
 
         for partition, group in by_partition.items():
             # Faust's stores and changelog pick the partition of the current
-            # event; a batch mixes partitions, so each group sets its own.
-            stream._set_current_event(group[-1])
+            # event; a batch mixes partitions, so each group sets its own. Only
+            # this task's context variable: the stream's current_event is what
+            # take_events' background buffer reads to know which event to ack.
+            _current_event.set(weakref.ref(group[-1]))
             outcomes = await fold_with_retries(partition, group)
             for outcome, count in outcomes.items():
                 EVENTS.labels(str(outcome)).inc(count)

@@ -1,0 +1,187 @@
+"""Events per second through one worker, beside two baselines, in one run.
+
+    .venv/bin/python benchmarks/worker_throughput.py --students 44000
+
+1. Simulated bodies (``engagement simulate``'s generator) are produced once to
+   a fresh topic of the broker (ENGAGEMENT_KAFKA_BOOTSTRAP_SERVERS, or the
+   local one, started if needed).
+2. Each contender then consumes the whole topic with a fresh consumer group
+   and persistent state, and the time from its first record to its last is
+   measured:
+   - ``worker``: the real worker (``engagement worker``), as deployed;
+   - ``hand-written``: the same folding code (app.tracking.Tracker) on a plain
+     aiokafka consumer, with RocksDB (rocksdict) and a changelog topic written
+     by hand, offsets committed after the changelog is flushed;
+   - ``naive``: a Faust agent that validates each body with pydantic and
+     writes the table once per event.
+
+Results are printed as a table and, with --output, appended to a Markdown file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engagement.kafka import consumer_lag, delete_topics, ensure_topic  # noqa: E402
+from engagement.processes import free_port  # noqa: E402
+from engagement.runtime import broker_for  # noqa: E402
+from engagement.settings import Settings  # noqa: E402
+from producers.simulate import Scale, simulate  # noqa: E402
+
+PARTITIONS = 8
+
+
+def generate(students: int, days: int, seed: int) -> list[tuple[bytes, bytes]]:
+    scale = Scale(schools=10, students_per_school=students // 10, days=days, seed=seed)
+    records = []
+    for body in simulate(scale):
+        data = body["data"]
+        key = f"{data['team']['id']}:{data['student']['id']}".encode()
+        records.append((key, orjson.dumps(body)))
+    return records
+
+
+async def preload(bootstrap: str, topic: str, records: list) -> None:
+    await ensure_topic(bootstrap, topic, PARTITIONS)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=50, max_batch_size=1 << 20
+    )
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def wait_drained(
+    bootstrap: str, group: str, topic: str, process: subprocess.Popen
+) -> float:
+    """Seconds until ``group`` has committed the whole topic."""
+    started = time.perf_counter()
+    while await consumer_lag(bootstrap, group, topic) > 0:
+        if process.poll() is not None:
+            raise RuntimeError(f"{group} exited with {process.returncode}")
+        await asyncio.sleep(0.25)
+    return time.perf_counter() - started
+
+
+def run_faust(
+    bootstrap: str, topic: str, group: str, workdir: Path, module: str | None
+) -> float:
+    env = {
+        **os.environ,
+        "ENGAGEMENT_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "ENGAGEMENT_KAFKA_TOPIC": topic,
+        "ENGAGEMENT_KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
+        "ENGAGEMENT_WORKER_APP_ID": group,
+        "ENGAGEMENT_WORKER_DATA_DIR": str(workdir / group),
+        "ENGAGEMENT_WORKER_WEB_PORT": str(free_port()),
+        "ENGAGEMENT_DUCKDB_PATH": str(workdir / f"{group}.duckdb"),
+        "ENGAGEMENT_DUCKDB_SNAPSHOT_INTERVAL_SECONDS": "100000",
+    }
+    command = (
+        [sys.executable, "-m", "engagement", "worker", "--loglevel", "warn"]
+        if module is None
+        else [sys.executable, "-m", "faust", "-A", module, "worker", "-l", "warn"]
+    )
+    log = open(workdir / f"{group}.log", "wb")  # noqa: SIM115 - the child's
+    process = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+    )
+    try:
+        # Measured from the start of the process: Faust's start-up is part of
+        # what a restart costs, and it is small beside the stream.
+        return asyncio.run(wait_drained(bootstrap, group, topic, process))
+    finally:
+        process.terminate()
+        process.wait(60)
+        log.close()
+
+
+def run_hand_written(bootstrap: str, topic: str, group: str, workdir: Path) -> float:
+    from benchmarks.hand_written import consume
+
+    started = time.perf_counter()
+    asyncio.run(consume(bootstrap, topic, group, workdir / group))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--students", type=int, default=44_000)
+    parser.add_argument("--days", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--only", choices=["worker", "hand-written", "naive"], action="append"
+    )
+    parser.add_argument("--output", type=Path, help="append the results here")
+    args = parser.parse_args()
+    contenders = args.only or ["worker", "hand-written", "naive"]
+
+    records = generate(args.students, args.days, args.seed)
+    keys = {
+        (json.loads(v)["data"].get("course") or {}).get("id", "") + k.decode()
+        for k, v in records
+    }
+    print(f"{len(records):,} bodies over {len(keys):,} (team, student, course) keys")
+
+    run = f"bench-{secrets.token_hex(3)}"
+    topic = f"{run}.alpaclass.webhooks"
+    workdir = Path(tempfile.mkdtemp(prefix=f"{run}-"))
+    results: dict[str, float] = {}
+    with broker_for(Settings()) as bootstrap:
+        asyncio.run(preload(bootstrap, topic, records))
+        try:
+            for name in contenders:
+                group = f"{run}-{name}"
+                if name == "worker":
+                    seconds = run_faust(bootstrap, topic, group, workdir, None)
+                elif name == "naive":
+                    module = "benchmarks.naive_app"
+                    seconds = run_faust(bootstrap, topic, group, workdir, module)
+                else:
+                    seconds = run_hand_written(bootstrap, topic, group, workdir)
+                results[name] = len(records) / seconds
+                print(f"{name:>13}: {results[name]:>9,.0f} events/s ({seconds:.1f} s)")
+        finally:
+            asyncio.run(delete_topics(bootstrap, [run]))
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    lines = [
+        f"\n### {time.strftime('%Y-%m-%d %H:%M')} — {len(records):,} bodies, "
+        f"{len(keys):,} keys, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}\n",
+        "| contender | events/s | worker ÷ contender |",
+        "|---|---:|---:|",
+    ]
+    worker = results.get("worker")
+    for name, rate in results.items():
+        ratio = f"{worker / rate:.2f}×" if worker and name != "worker" else ""
+        lines.append(f"| {name} | {rate:,.0f} | {ratio} |")
+    print("\n".join(lines))
+    if args.output:
+        with args.output.open("a") as out:
+            out.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
