@@ -24,6 +24,7 @@ from faust.streams import _current_event
 from prometheus_client import Counter as MetricCounter
 from prometheus_client import Gauge, generate_latest
 
+from app.options import faust_options, webhooks_topic
 from app.snapshot import Snapshotter
 from app.tracking import Outcome, Tracker
 from engagement.errors import EngagementError
@@ -39,38 +40,26 @@ class EngagementApp(faust.App):
     async def on_first_start(self) -> None:
         # The broker does not create topics implicitly, and Faust creates only
         # its own; the source topic must exist, with the table's partitions.
-        await ensure_topic(
-            settings.bootstrap_servers,
-            settings.kafka_topic,
-            settings.kafka_topic_partitions,
-            settings.kafka_replication_factor,
-        )
+        # The changelogs are created here too, and waited for: when Faust
+        # creates one as it subscribes, its metadata can show the new topic
+        # with 0 partitions for minutes, and every table write then fails
+        # with PartitionsMismatch.
+        topics = [(settings.kafka_topic, False)] + [
+            (table.changelog_topic_name, True) for table in self.tables.values()
+        ]
+        for topic, compacted in topics:
+            await ensure_topic(
+                settings.bootstrap_servers,
+                topic,
+                settings.kafka_topic_partitions,
+                settings.kafka_replication_factor,
+                compacted=compacted,
+            )
         await super().on_first_start()
 
 
-app = EngagementApp(
-    settings.worker_app_id,
-    broker=[f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(",")],
-    store="rocksdb://",
-    datadir=str(settings.worker_data_dir),
-    topic_partitions=settings.kafka_topic_partitions,
-    topic_replication_factor=settings.kafka_replication_factor,
-    web_host=settings.worker_web_host,
-    web_port=settings.worker_web_port,
-    web_bind=settings.worker_web_host,
-    # A record may hold a body of up to 1 MiB.
-    consumer_max_fetch_size=4 * 1024 * 1024,
-)
-
-# Bytes in, bytes out: bodies are parsed by engagement.events and table records
-# encoded by app.state, so no Faust codec can fail on a record and skip it.
-webhooks = app.topic(
-    settings.kafka_topic,
-    schema=faust.Schema(
-        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    ),
-    partitions=settings.kafka_topic_partitions,
-)
+app = EngagementApp(settings.worker_app_id, **faust_options(settings))
+webhooks = webhooks_topic(app, settings)
 
 # Faust derives a table's codecs from key_type and value_type: bytes means raw.
 activity = app.Table(

@@ -9,28 +9,15 @@ from __future__ import annotations
 
 import faust
 
+from app.options import faust_options, webhooks_topic
 from app.tracking import Tracker
 from engagement.events import InvalidBody, parse_body
 from engagement.settings import Settings
 
 settings = Settings()
 
-app = faust.App(
-    settings.worker_app_id,
-    broker=[f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(",")],
-    store="rocksdb://",
-    datadir=str(settings.worker_data_dir),
-    topic_partitions=settings.kafka_topic_partitions,
-    web_port=settings.worker_web_port,
-    web_bind="127.0.0.1",
-)
-webhooks = app.topic(
-    settings.kafka_topic,
-    schema=faust.Schema(
-        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    ),
-    partitions=settings.kafka_topic_partitions,
-)
+app = faust.App(settings.worker_app_id, **faust_options(settings))
+webhooks = webhooks_topic(app, settings)
 courses = app.Table("student_course_activity", key_type=bytes, value_type=bytes)
 students = app.Table("students", key_type=bytes, value_type=bytes)
 tracker = Tracker(courses, students)

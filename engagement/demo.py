@@ -148,6 +148,7 @@ def run_demo(
                 demo.worker_app_id,
                 demo.kafka_topic,
                 timeout=CATCH_UP_TIMEOUT_SECONDS,
+                alive=worker.check_alive,
             )
         )
         _request_snapshot(demo.worker_url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -35,7 +35,11 @@ async def _admin(bootstrap_servers: str) -> AIOKafkaAdminClient:
 
 
 async def ensure_topic(
-    bootstrap_servers: str, topic: str, partitions: int, replication_factor: int = 1
+    bootstrap_servers: str,
+    topic: str,
+    partitions: int,
+    replication_factor: int = 1,
+    compacted: bool = False,
 ) -> None:
     """Create ``topic`` with ``partitions`` unless it exists with exactly that many.
 
@@ -52,7 +56,8 @@ async def ensure_topic(
                         num_partitions=partitions,
                         replication_factor=replication_factor,
                         topic_configs={
-                            "max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES)
+                            "max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES),
+                            "cleanup.policy": "compact" if compacted else "delete",
                         },
                     )
                 ]
@@ -131,12 +136,19 @@ async def wait_for_lag_zero(
     topic: str,
     timeout: float,
     poll_interval: float = 0.5,
+    alive: Callable[[], None] | None = None,
 ) -> None:
-    """Return once ``group_id`` has committed every record of ``topic``."""
+    """Return once ``group_id`` has committed every record of ``topic``.
+
+    ``alive`` is called between polls and may raise, e.g. when the consumer's
+    process has died and waiting longer is pointless.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     lag = await consumer_lag(bootstrap_servers, group_id, topic)
     while lag > 0:
+        if alive is not None:
+            alive()
         if loop.time() > deadline:
             raise TimeoutError(
                 f"Consumer group {group_id} still has {lag} records of {topic} "

@@ -49,14 +49,18 @@ class Service:
             self.log_file.read_text(errors="replace").splitlines()[-lines:]
         )
 
+    def check_alive(self) -> None:
+        """Raise ServiceFailed, with the end of its log, if the process exited."""
+        if self.process.poll() is not None:
+            raise ServiceFailed(
+                f"The {self.name} exited with code {self.process.returncode}."
+                f"\n{self.tail()}"
+            )
+
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ServiceFailed(
-                    f"The {self.name} exited with code {self.process.returncode}."
-                    f"\n{self.tail()}"
-                )
+            self.check_alive()
             try:
                 if httpx.get(self.health_url, timeout=1.0).status_code == 200:
                     return

@@ -80,8 +80,18 @@ class Job:
         worker.wait_healthy(timeout=120)
         return worker
 
-    def wait_processed(self, timeout: float = 300) -> None:
-        asyncio.run(wait_for_lag_zero(self.bootstrap, self.app_id, self.topic, timeout))
+    def wait_processed(self, *workers: Service, timeout: float = 300) -> None:
+        """Until the group has committed the topic; fails early if a worker died."""
+
+        def alive() -> None:
+            for worker in workers:
+                worker.check_alive()
+
+        asyncio.run(
+            wait_for_lag_zero(
+                self.bootstrap, self.app_id, self.topic, timeout, alive=alive
+            )
+        )
 
     @staticmethod
     def snapshot(worker: Service, timeout: float = 120) -> dict:

@@ -50,7 +50,7 @@ def test_kill_9_mid_stream_then_lost_store_recovers_exactly(job):
     assert 0 < lag_at_kill < len(documents), "the kill did not land mid-stream"
 
     worker = job.start_worker("worker")
-    job.wait_processed()
+    job.wait_processed(worker)
     job.snapshot(worker)
     assert_exact(job.db_path, documents)
 
@@ -72,7 +72,7 @@ def test_two_workers_share_the_keys_and_one_takes_over(job):
 
     one, two = job.start_worker("one"), job.start_worker("two")
     try:
-        job.wait_processed()
+        job.wait_processed(one, two)
         job.snapshot(one)
         job.snapshot(two)
         owned = [set(job.health(w)["partitions"]) for w in (one, two)]
@@ -82,7 +82,7 @@ def test_two_workers_share_the_keys_and_one_takes_over(job):
 
         two.stop()
         produce(job.bootstrap, job.topic, second)
-        job.wait_processed()
+        job.wait_processed(one)
         job.snapshot(one)
         assert set(job.health(one)["partitions"]) == set(range(PARTITIONS))
         assert_exact(job.db_path, documents)
