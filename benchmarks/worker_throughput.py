@@ -131,7 +131,10 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=4)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument(
-        "--only", choices=["worker", "hand-written", "naive"], action="append"
+        "--only",
+        choices=["worker", "hand-written", "naive", "faust-count"],
+        action="append",
+        help="run only these (faust-count: Faust's ceiling, an agent that counts)",
     )
     parser.add_argument("--output", type=Path, help="append the results here")
     args = parser.parse_args()
@@ -155,8 +158,8 @@ def main() -> None:
                 group = f"{run}-{name}"
                 if name == "worker":
                     seconds = run_faust(bootstrap, topic, group, workdir, None)
-                elif name == "naive":
-                    module = "benchmarks.naive_app"
+                elif name in ("naive", "faust-count"):
+                    module = f"benchmarks.{name.replace('-', '_')}_app"
                     seconds = run_faust(bootstrap, topic, group, workdir, module)
                 else:
                     seconds = run_hand_written(bootstrap, topic, group, workdir)
