@@ -7,6 +7,7 @@ receiver or by hand).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -119,6 +120,23 @@ def parse_instant(value: object) -> datetime:
         raise ValueError("lies outside the years 1 to 9999 in UTC") from None
 
 
+def canonical_name(event: str) -> str | None:
+    """Today's name of an AlpaClass student event, or None for anything else."""
+    if not event.startswith(ALPACLASS_PREFIX):
+        return None
+    return EVENT_ALIASES.get(event[len(ALPACLASS_PREFIX) :])
+
+
+def missing_key_fields(canonical: str, present: Callable[[str], bool]) -> list[str]:
+    """The fields of ``data`` a student event lacks to be keyed and counted."""
+    needed = ("student", *REQUIRED_REFS[canonical])
+    return [f"data.{ref}" for ref in needed if not present(ref)]
+
+
+def lacks_key_fields(event: str, missing: list[str]) -> InvalidBody:
+    return InvalidBody(f"{event} lacks what its key needs: {', '.join(missing)}")
+
+
 Id = Annotated[str, BeforeValidator(normalize_id)]
 Instant = Annotated[datetime, BeforeValidator(parse_instant)]
 
@@ -164,9 +182,7 @@ class Envelope(BaseModel):
     @property
     def canonical_event(self) -> str | None:
         """Today's name of an AlpaClass student event, or None for anything else."""
-        if not self.event.startswith(ALPACLASS_PREFIX):
-            return None
-        return EVENT_ALIASES.get(self.event[len(ALPACLASS_PREFIX) :])
+        return canonical_name(self.event)
 
     @property
     def team_id(self) -> str:
@@ -179,13 +195,9 @@ class Envelope(BaseModel):
         canonical = self.canonical_event
         if canonical is None:
             return []
-        missing = [] if self.data.student else ["data.student"]
-        missing += [
-            f"data.{ref}"
-            for ref in REQUIRED_REFS[canonical]
-            if getattr(self.data, ref) is None
-        ]
-        return missing
+        return missing_key_fields(
+            canonical, lambda ref: getattr(self.data, ref) is not None
+        )
 
     def partition_key(self) -> bytes | None:
         """``<team id>:<student id>``, so one student's events stay in order."""
@@ -246,9 +258,7 @@ def parse_body(raw: bytes) -> tuple[Envelope, dict[str, Any]]:
 
     missing = envelope.missing_refs()
     if missing:
-        raise InvalidBody(
-            f"{envelope.event} lacks what its key needs: {', '.join(missing)}"
-        )
+        raise lacks_key_fields(envelope.event, missing)
     return envelope, document
 
 
@@ -347,17 +357,12 @@ def decode_event(raw: bytes) -> StudentEvent | None:
         created = None
 
     event = event.strip()
-    canonical = (
-        EVENT_ALIASES.get(event[len(ALPACLASS_PREFIX) :])
-        if event.startswith(ALPACLASS_PREFIX)
-        else None
-    )
+    canonical = canonical_name(event)
     if canonical is None:
         return None
-    missing = [] if student is not None else ["data.student"]
-    missing += [f"data.{r}" for r in REQUIRED_REFS[canonical] if refs[r] is None]
+    missing = missing_key_fields(canonical, lambda ref: refs[ref] is not None)
     if missing:
-        raise InvalidBody(f"{event} lacks what its key needs: {', '.join(missing)}")
+        raise lacks_key_fields(event, missing)
 
     team, course = refs["team"], refs["course"]
     module, lesson = refs["module"], refs["lesson"]
