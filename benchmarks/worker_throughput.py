@@ -39,7 +39,11 @@ from aiokafka import AIOKafkaProducer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engagement.kafka import consumer_lag, delete_topics, ensure_topic  # noqa: E402
+from engagement.kafka import (  # noqa: E402
+    delete_topics,
+    ensure_topic,
+    wait_for_lag_zero,
+)
 from engagement.processes import free_port  # noqa: E402
 from engagement.runtime import broker_for  # noqa: E402
 from engagement.settings import Settings  # noqa: E402
@@ -76,11 +80,15 @@ async def wait_drained(
     bootstrap: str, group: str, topic: str, process: subprocess.Popen
 ) -> float:
     """Seconds until ``group`` has committed the whole topic."""
-    started = time.perf_counter()
-    while await consumer_lag(bootstrap, group, topic) > 0:
+
+    def alive() -> None:
         if process.poll() is not None:
             raise RuntimeError(f"{group} exited with {process.returncode}")
-        await asyncio.sleep(0.25)
+
+    started = time.perf_counter()
+    await wait_for_lag_zero(
+        bootstrap, group, topic, timeout=3600, poll_interval=0.25, alive=alive
+    )
     return time.perf_counter() - started
 
 

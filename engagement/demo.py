@@ -20,11 +20,9 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
-import httpx
-
 from analytics.catalog import connect_readonly
 from engagement.kafka import delete_topics, wait_for_lag_zero
-from engagement.processes import free_port, start_service
+from engagement.processes import free_port, request_snapshot, start_service
 from engagement.runtime import broker_for
 from engagement.settings import Settings
 from producers.bodies import read_bodies
@@ -63,18 +61,6 @@ def sample_path() -> Path:
 def _fresh_database(db_path: Path, snapshot_dir: Path) -> None:
     db_path.unlink(missing_ok=True)
     shutil.rmtree(snapshot_dir, ignore_errors=True)
-
-
-def _request_snapshot(worker_url: str, timeout: float = 60.0) -> None:
-    # The worker answers 503 while a rebalance is settling; that passes.
-    deadline = time.monotonic() + timeout
-    while True:
-        response = httpx.post(f"{worker_url}/snapshot", timeout=timeout)
-        if response.status_code == 200:
-            return
-        if time.monotonic() > deadline:
-            response.raise_for_status()
-        time.sleep(0.5)
 
 
 def run_demo(
@@ -151,7 +137,7 @@ def run_demo(
                 alive=worker.check_alive,
             )
         )
-        _request_snapshot(demo.worker_url)
+        request_snapshot(demo.worker_url)
 
     with connect_readonly(demo.duckdb_path) as connection:
         keys = connection.execute(

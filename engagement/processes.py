@@ -108,3 +108,18 @@ def start_service(
         output.close()
     logger.info("Started the %s (pid %d)", name, process.pid)
     return Service(name, process, health_url, log_file)
+
+
+def request_snapshot(worker_url: str, timeout: float = 120.0) -> dict:
+    """Ask a worker for a snapshot and return its answer once it is written.
+
+    The worker answers 503 until its state is ready (a rebalance settling, a
+    recovery running); that passes, so the request is repeated until timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.post(f"{worker_url}/snapshot", timeout=timeout)
+        if response.status_code == 200 or time.monotonic() > deadline:
+            response.raise_for_status()
+            return response.json()
+        time.sleep(0.5)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 
 from engagement.kafka import ensure_topic, wait_for_lag_zero
-from engagement.processes import Service, free_port, start_service
+from engagement.processes import Service, free_port, request_snapshot, start_service
 from producers.simulate import Scale, simulate
 
 PARTITIONS = 8
@@ -94,15 +93,8 @@ class Job:
         )
 
     @staticmethod
-    def snapshot(worker: Service, timeout: float = 120) -> dict:
-        url = worker.health_url.replace("/health", "/snapshot")
-        deadline = time.monotonic() + timeout
-        while True:
-            response = httpx.post(url, timeout=timeout)
-            if response.status_code == 200 or time.monotonic() > deadline:
-                response.raise_for_status()
-                return response.json()
-            time.sleep(0.5)  # 503 while a rebalance settles
+    def snapshot(worker: Service) -> dict:
+        return request_snapshot(worker.health_url.removesuffix("/health"))
 
     @staticmethod
     def health(worker: Service) -> dict:
