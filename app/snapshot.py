@@ -84,13 +84,10 @@ class Snapshotter:
             }
             self._collect_courses(courses, tables, taken_at)
             self._collect_students(students, tables["students"], taken_at)
-            await asyncio.to_thread(self._write, tables, taken_at)
+            await asyncio.to_thread(self._write, tables)
 
-            rows = sum(
-                len(columns["team_id"])
-                for name in ("student_course_activity",)
-                for columns in tables[name].values()
-            )
+            written = tables["student_course_activity"].values()
+            rows = sum(len(columns["team_id"]) for columns in written)
             self.last = SnapshotResult(
                 len(owned_partitions), rows, time.perf_counter() - started, taken_at
             )
@@ -161,7 +158,7 @@ class Snapshotter:
             target["created_at"].append(_instant(created))  # type: ignore[arg-type]
             target["snapshot_at"].append(at)
 
-    def _write(self, tables: dict[str, dict[int, Columns]], at: datetime) -> None:
+    def _write(self, tables: dict[str, dict[int, Columns]]) -> None:
         if not self._catalog_written:
             write_catalog(self.db_path, self.snapshot_dir)
             self._catalog_written = True

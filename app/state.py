@@ -65,6 +65,21 @@ def _newer(current: Register | None, sent_us: int, event_id: str) -> bool:
     return current is None or [sent_us, event_id] > current[:2]
 
 
+LATEST_STUDENT_NAMES = ("student_name", "student_email")
+LATEST_COURSE_NAMES = (*LATEST_STUDENT_NAMES, "course_name", "team_name")
+
+
+def _keep_latest_names(
+    state: CourseActivity | Student, event: StudentEvent, attributes: tuple[str, ...]
+) -> None:
+    """Take each name the event carries, if it is the latest seen."""
+    for attribute in attributes:
+        value = getattr(event, attribute)
+        current = getattr(state, attribute)
+        if value is not None and _newer(current, event.sent_us, event.event_id):
+            setattr(state, attribute, [event.sent_us, event.event_id, value])
+
+
 def _count_registers(registers: dict[str, Register]) -> int:
     return sum(1 for register in registers.values() if register[2])
 
@@ -155,14 +170,7 @@ class CourseActivity:
 
         if _newer(self.last_event, sent, event_id):
             self.last_event = [sent, event_id, name]
-        for attribute, value in (
-            ("student_name", event.student_name),
-            ("student_email", event.student_email),
-            ("course_name", event.course_name),
-            ("team_name", event.team_name),
-        ):
-            if value is not None and _newer(getattr(self, attribute), sent, event_id):
-                setattr(self, attribute, [sent, event_id, value])
+        _keep_latest_names(self, event, LATEST_COURSE_NAMES)
 
     def _forget_beyond_horizon(self) -> None:
         assert self.last_seen_at is not None
@@ -264,21 +272,12 @@ class Student:
     student_email: Register | None = None
     created: Register | None = None  # [sent_us, event_id, createdAt or sentDate]
 
-    def apply(self, event: StudentEvent) -> bool:
-        """Fold any student event in; True when the record changed."""
+    def apply(self, event: StudentEvent) -> None:
+        """Fold any student event in."""
         sent, event_id = event.sent_us, event.event_id
-        changed = False
-        for attribute, value in (
-            ("student_name", event.student_name),
-            ("student_email", event.student_email),
-        ):
-            if value is not None and _newer(getattr(self, attribute), sent, event_id):
-                setattr(self, attribute, [sent, event_id, value])
-                changed = True
+        _keep_latest_names(self, event, LATEST_STUDENT_NAMES)
         if event.name == "student_created" and _newer(self.created, sent, event_id):
             self.created = [sent, event_id, event.created_us]
-            changed = True
-        return changed
 
     def dumps(self) -> bytes:
         return orjson.dumps(
