@@ -1,29 +1,26 @@
 """The Faust application: ``faust -A app.main worker`` or ``engagement worker``.
 
-One agent consumes the webhooks topic and folds each AlpaClass event into a
-table keyed by (team, student, course). Delivery is at-least-once: Faust's
+The worker folds each AlpaClass event of the webhooks topic into a table keyed
+by (team, student, course) and one keyed by (team, student). Faust runs the
+consumer group, the tables and their recovery; the records themselves come a
+fetched batch at a time (see app.batching), because Faust's per-record path to
+an agent is slower than the folding itself. Delivery is at-least-once: Faust's
 exactly-once mode is not reliable on aiokafka, so the state is made idempotent
 instead (see app.state).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import time
-import weakref
-from collections import Counter, defaultdict
+from collections import Counter
 
 import faust
 from aiokafka.errors import KafkaError
-
-# TODO: use a public way to set the event a table write belongs to, once Faust
-# has one; faust-streaming is pinned below 0.16 for this private name.
-from faust.streams import _current_event
 from prometheus_client import Counter as MetricCounter
 from prometheus_client import Gauge, generate_latest
 
+from app.folder import PartitionFolder
 from app.options import faust_options, webhooks_topic
 from app.snapshot import Snapshotter
 from app.tracking import Outcome, Tracker
@@ -55,10 +52,15 @@ class EngagementApp(faust.App):
                 settings.kafka_replication_factor,
                 compacted=compacted,
             )
+        # No agent subscribes to the webhooks topic: app.batching hands its
+        # records over; the conductor still has to subscribe the consumer.
+        self.topics.add(webhooks)
         await super().on_first_start()
 
 
-app = EngagementApp(settings.worker_app_id, **faust_options(settings))
+app = EngagementApp(
+    settings.worker_app_id, **faust_options(settings, transport="engagement-kafka")
+)
 webhooks = webhooks_topic(app, settings)
 
 # Faust derives a table's codecs from key_type and value_type: bytes means raw.
@@ -74,13 +76,6 @@ students = app.Table(
     value_type=bytes,
     partitions=settings.kafka_topic_partitions,
 )
-tracker = Tracker(activity, students)
-
-# Events are folded a batch at a time: each key of a batch is read and written
-# once, however many of its events the batch holds.
-BATCH_SIZE = 2000
-BATCH_WITHIN_SECONDS = 0.1
-
 snapshotter = Snapshotter(settings.duckdb_path, settings.snapshot_dir)
 
 EVENTS = MetricCounter(
@@ -103,57 +98,18 @@ for _outcome in Outcome:
     EVENTS.labels(_outcome.value)
 
 
-FOLD_ATTEMPTS = 5
+def count_outcomes(outcomes: Counter[str], tracker: Tracker) -> None:
+    for outcome, count in outcomes.items():
+        EVENTS.labels(str(outcome)).inc(count)
+    for reason, count in tracker.rejections.items():
+        REJECTIONS.labels(reason).inc(count)
+    tracker.rejections.clear()
 
 
-async def fold_with_retries(partition: int, group: list[faust.EventT]) -> Counter:
-    """Fold a partition's events; never let a failure drop them.
-
-    fold() refuses bad input itself, so an exception here is the machinery:
-    e.g. Faust's metadata not yet showing a just-created changelog topic. The
-    state is idempotent, so the batch is simply folded again. Should it keep
-    failing, the worker exits at once: Faust acks a batch when the loop body
-    raises, and its offsets must not be committed, so that the records are
-    consumed again after a restart.
-    """
-    for attempt in range(1, FOLD_ATTEMPTS + 1):
-        try:
-            return tracker.fold(partition, (e.value for e in group))
-        except Exception:
-            first, last = group[0].message, group[-1].message
-            logger.exception(
-                "Could not fold records %s[%d]@%d..%d (attempt %d of %d)",
-                first.topic,
-                partition,
-                first.offset,
-                last.offset,
-                attempt,
-                FOLD_ATTEMPTS,
-            )
-            await asyncio.sleep(attempt)
-    logger.critical("Exiting without committing, so the records are read again")
-    os._exit(70)
-
-
-@app.agent(webhooks)
-async def track_activity(stream: faust.StreamT) -> None:
-    async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_SECONDS):
-        by_partition: dict[int, list[faust.EventT]] = defaultdict(list)
-        for event in events:
-            by_partition[event.message.partition].append(event)
-
-        for partition, group in by_partition.items():
-            # Faust's stores and changelog pick the partition of the current
-            # event; a batch mixes partitions, so each group sets its own. Only
-            # this task's context variable: the stream's current_event is what
-            # take_events' background buffer reads to know which event to ack.
-            _current_event.set(weakref.ref(group[-1]))
-            outcomes = await fold_with_retries(partition, group)
-            for outcome, count in outcomes.items():
-                EVENTS.labels(str(outcome)).inc(count)
-        for reason, count in tracker.rejections.items():
-            REJECTIONS.labels(reason).inc(count)
-        tracker.rejections.clear()
+# Read by app.batching's consumer: the topics whose records come in batches.
+app.batch_handlers = {
+    settings.kafka_topic: PartitionFolder(app, (activity, students), count_outcomes)
+}
 
 
 def ready() -> bool:

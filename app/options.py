@@ -22,10 +22,11 @@ RAW_SCHEMA = {
 }
 
 
-def faust_options(settings: Settings) -> dict[str, Any]:
+def faust_options(settings: Settings, transport: str = "kafka") -> dict[str, Any]:
+    """Faust's settings; ``transport`` names Faust's driver, or app.batching's."""
     return {
         "broker": [
-            f"kafka://{server.strip()}"
+            f"{transport}://{server.strip()}"
             for server in settings.bootstrap_servers.split(",")
         ],
         "store": "rocksdb://",

@@ -62,7 +62,10 @@ def fingerprint(raw: bytes) -> int:
 
 
 def _newer(current: Register | None, sent_us: int, event_id: str) -> bool:
-    return current is None or [sent_us, event_id] > current[:2]
+    if current is None:
+        return True
+    current_sent = current[0]
+    return sent_us > current_sent or (sent_us == current_sent and event_id > current[1])
 
 
 LATEST_STUDENT_NAMES = ("student_name", "student_email")
@@ -73,11 +76,11 @@ def _keep_latest_names(
     state: CourseActivity | Student, event: StudentEvent, attributes: tuple[str, ...]
 ) -> None:
     """Take each name the event carries, if it is the latest seen."""
+    sent, event_id = event.sent_us, event.event_id
     for attribute in attributes:
         value = getattr(event, attribute)
-        current = getattr(state, attribute)
-        if value is not None and _newer(current, event.sent_us, event.event_id):
-            setattr(state, attribute, [event.sent_us, event.event_id, value])
+        if value is not None and _newer(getattr(state, attribute), sent, event_id):
+            setattr(state, attribute, [sent, event_id, value])
 
 
 def _count_registers(registers: dict[str, Register]) -> int:

@@ -300,10 +300,21 @@ def _ref(data: dict[str, Any], field: str) -> dict[str, Any] | None:
         return None
     if type(ref) is not dict:
         raise InvalidBody(f"body is not a webhook envelope (data.{field})")
-    try:
-        ref["id"] = normalize_id(ref.get("id"))
-    except ValueError:
-        raise InvalidBody(f"body is not a webhook envelope (data.{field}.id)") from None
+    ref_id = ref.get("id")
+    # Most ids arrive as normalize_id would return them: a printable string's
+    # only strippable character is the space.
+    if not (
+        type(ref_id) is str
+        and ref_id.isprintable()
+        and ref_id[:1] not in ("", " ")
+        and ref_id[-1] != " "
+    ):
+        try:
+            ref["id"] = normalize_id(ref_id)
+        except ValueError:
+            raise InvalidBody(
+                f"body is not a webhook envelope (data.{field}.id)"
+            ) from None
     for text in ("name", "email") if field == "student" else ("name",):
         value = ref.get(text)
         if value is not None and type(value) is not str:

@@ -1,0 +1,147 @@
+"""The worker's batch handler: a partition's records folded into the tables.
+
+The Tracker sees each Faust table through a TableWrites: reads and writes go
+to the table's local RocksDB store for the batch's partition, and the records
+written are sent to the table's changelog together once the batch is folded
+(one send per key and batch, however many events touched it). When they are
+all delivered, the store remembers the changelog offset it holds, as Faust's
+own table writes do, so that a restart recovers only what came after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import weakref
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from typing import Any
+
+import faust
+from aiokafka.structs import ConsumerRecord
+
+# TODO: use a public way to name the partition a table write belongs to, once
+# Faust has one; faust-streaming is pinned below 0.16 for this private name.
+from faust.streams import _current_event
+from faust.types import TP
+
+from app.tracking import Tracker
+
+logger = logging.getLogger(__name__)
+
+FOLD_ATTEMPTS = 5
+
+
+class TableWrites(MutableMapping[bytes, bytes]):
+    """A table as one partition's batch sees it; its writes kept for the changelog."""
+
+    def __init__(self, table: faust.Table) -> None:
+        self.table = table
+        self.store = table.data
+        self.written: dict[bytes, bytes] = {}
+
+    def __getitem__(self, key: bytes) -> bytes:
+        return self.store[key]
+
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        return self.store.get(key, default)
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.store[key] = value
+        self.written[key] = value
+
+    def __delitem__(self, key: bytes) -> None:
+        raise NotImplementedError("engagement records are never deleted")
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.store)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    async def send(self, producer: Any, partition: int) -> list[Awaitable[Any]]:
+        topic = self.table.changelog_topic_name
+        futures = [
+            await producer.send(topic, key, value, partition, None, None)
+            for key, value in self.written.items()
+        ]
+        self.written.clear()
+        return futures
+
+
+class _PartitionEvent:
+    """What Faust's stores read from the current event: the record's partition."""
+
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, tp: TP) -> None:
+        self.message = _Message(tp)
+
+
+class _Message:
+    __slots__ = ("topic", "partition", "tp")
+
+    def __init__(self, tp: TP) -> None:
+        self.topic, self.partition, self.tp = tp.topic, tp.partition, tp
+
+
+class PartitionFolder:
+    """Folds the webhooks topic's records into the tables, a partition at a time."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        tables: Sequence[faust.Table],
+        on_outcomes: Callable[[Counter[str], Tracker], None],
+    ) -> None:
+        self.app = app
+        courses, students = (TableWrites(table) for table in tables)
+        self.writes = (courses, students)
+        self.tracker = Tracker(courses, students)
+        self.on_outcomes = on_outcomes
+
+    async def fold(self, tp: TP, records: Sequence[ConsumerRecord]) -> Awaitable[Any]:
+        event = _PartitionEvent(tp)
+        _current_event.set(weakref.ref(event))
+        outcomes = await self._fold_with_retries(tp, records)
+        self.on_outcomes(outcomes, self.tracker)
+        producer = self.app.producer
+        sent = [await writes.send(producer, tp.partition) for writes in self.writes]
+        return asyncio.gather(*(asyncio.gather(*futures) for futures in sent))
+
+    def settle(self, tp: TP, delivered: list[list[Any]]) -> None:
+        for writes, metadata in zip(self.writes, delivered, strict=True):
+            if metadata:
+                changelog = TP(writes.table.changelog_topic_name, tp.partition)
+                writes.store.set_persisted_offset(changelog, metadata[-1].offset)
+
+    async def _fold_with_retries(
+        self, tp: TP, records: Sequence[ConsumerRecord]
+    ) -> Counter[str]:
+        """Fold a partition's records; never let a failure drop them.
+
+        fold() refuses bad input itself, so an exception here is the
+        machinery, e.g. a store that cannot be written. The state is
+        idempotent, so the batch is simply folded again. Should it keep
+        failing, the worker exits at once, before the batch is acknowledged,
+        so that its records are consumed again after a restart.
+        """
+        for attempt in range(1, FOLD_ATTEMPTS + 1):
+            for writes in self.writes:
+                writes.written.clear()
+            try:
+                return self.tracker.fold(tp.partition, (r.value for r in records))
+            except Exception:
+                logger.exception(
+                    "Could not fold records %s[%d]@%d..%d (attempt %d of %d)",
+                    tp.topic,
+                    tp.partition,
+                    records[0].offset,
+                    records[-1].offset,
+                    attempt,
+                    FOLD_ATTEMPTS,
+                )
+                await asyncio.sleep(attempt)
+        logger.critical("Exiting without committing, so the records are read again")
+        os._exit(70)
