@@ -49,6 +49,15 @@ class BatchHandler(Protocol):
         """The batch is durable and the partition still ours: finish it."""
 
 
+# Records folded in one call: enough to coalesce a key's events, few enough to
+# keep the event loop (the web pages, timers) answering between calls.
+MAX_BATCH = 2000
+# Folded batches whose changelog deliveries are awaited together.
+SETTLE_EVERY = 4
+
+_Folded = tuple[BatchHandler, TP, Awaitable[Any], range]
+
+
 class BatchingConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, with whole batches for the app's batch topics."""
 
@@ -85,34 +94,47 @@ class BatchingConsumer(faust_aiokafka.Consumer):
     ) -> None:
         generation = self.app.consumer_generation_id
         handlers = self.batch_handlers
-        folded: list[tuple[BatchHandler, TP, Awaitable[Any], range]] = []
-        for tp, batch in records.items():
-            if self.app.consumer_generation_id != generation or not self.flow_active:
-                break
+        pending: list[_Folded] = []
+        for tp, fetched in records.items():
             paused = active is not None and tp not in active
             if paused and tp not in self._buffered_partitions:
                 continue
             handler = handlers.get(tp.topic)
             if handler is None:
-                await self._deliver_one_by_one(tp, batch)
+                await self._deliver_one_by_one(tp, fetched)
                 continue
-            batch = self._unread(tp, batch)
-            if not batch:
-                continue
-            offsets = self._offsets_to_ack(tp, batch)
-            durable = await handler.fold(tp, batch)
-            self._read_offset[tp] = batch[-1].offset
-            folded.append((handler, tp, durable, offsets))
+            unread = self._unread(tp, fetched)
+            for start in range(0, len(unread), MAX_BATCH):
+                if self._moved_on(generation):
+                    return
+                batch = unread[start : start + MAX_BATCH]
+                offsets = self._offsets_to_ack(tp, batch)
+                durable = await handler.fold(tp, batch)
+                self._read_offset[tp] = batch[-1].offset
+                pending.append((handler, tp, durable, offsets))
+                if len(pending) >= SETTLE_EVERY:
+                    await self._settle(pending, generation)
+                    pending = []
+        await self._settle(pending, generation)
 
-        for handler, tp, durable, offsets in folded:
+    def _moved_on(self, generation: int) -> bool:
+        """A rebalance began: the fetched records may be someone else's now."""
+        return (
+            self.app.consumer_generation_id != generation
+            or not self.flow_active
+            or self.app.rebalancing
+        )
+
+    async def _settle(self, pending: list[_Folded], generation: int) -> None:
+        """Acknowledge the folded batches once durable; commit every so often."""
+        for handler, tp, durable, offsets in pending:
             result = await durable
-            if self.app.consumer_generation_id != generation or self.app.rebalancing:
+            if self._moved_on(generation):
                 # Not acknowledged: whoever owns the partition now reads these
                 # records again from the committed offset.
                 continue
             handler.settle(tp, result)
             self._ack_range(tp, offsets)
-
         if self._commit_every is not None and self._n_acked >= self._commit_every:
             self._n_acked = 0
             await self.commit()
