@@ -54,10 +54,26 @@ ENGAGEMENT_DAILY = pa.schema(
     ]
 )
 
+# One row per body the receiver kept on the rejected topic (app.rejected).
+REJECTED_EVENTS = pa.schema(
+    [
+        pa.field("received_at", UTC_MICROS),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("kind", pa.string()),
+        pa.field("event_id", pa.string()),
+        pa.field("event_name", pa.string()),
+        pa.field("size_bytes", pa.int64(), nullable=False),
+        pa.field("sha256", pa.string()),
+        pa.field("partition", pa.int32(), nullable=False),
+        pa.field("offset", pa.int64(), nullable=False),
+    ]
+)
+
 SNAPSHOT_TABLES: dict[str, pa.Schema] = {
     "student_course_activity": STUDENT_COURSE_ACTIVITY,
     "students": STUDENTS,
     "engagement_daily": ENGAGEMENT_DAILY,
     # Days the worker no longer keeps, as they were when it let them go.
     "engagement_daily_archive": ENGAGEMENT_DAILY,
+    "rejected_events": REJECTED_EVENTS,
 }

@@ -22,6 +22,7 @@ from prometheus_client import Gauge, generate_latest
 
 from app.folder import PartitionFolder
 from app.options import faust_options, webhooks_topic
+from app.rejected import RejectedRecorder
 from app.snapshot import Snapshotter
 from app.tracking import Outcome, Tracker
 from engagement.errors import EngagementError
@@ -41,20 +42,24 @@ class EngagementApp(faust.App):
         # creates one as it subscribes, its metadata can show the new topic
         # with 0 partitions for minutes, and every table write then fails
         # with PartitionsMismatch.
-        topics = [(settings.kafka_topic, False)] + [
-            (table.changelog_topic_name, True) for table in self.tables.values()
-        ]
-        for topic, compacted in topics:
+        retention_ms = int(settings.kafka_rejected_retention_hours * 3_600_000)
+        topics = [
+            (settings.kafka_topic, False, None),
+            (settings.rejected_topic, False, retention_ms),
+        ] + [(table.changelog_topic_name, True, None) for table in self.tables.values()]
+        for topic, compacted, retention in topics:
             await ensure_topic(
                 settings.bootstrap_servers,
                 topic,
                 settings.kafka_topic_partitions,
                 settings.kafka_replication_factor,
                 compacted=compacted,
+                retention_ms=retention,
             )
-        # No agent subscribes to the webhooks topic: app.batching hands its
+        # No agent subscribes to these topics: app.batching hands their
         # records over; the conductor still has to subscribe the consumer.
         self.topics.add(webhooks)
+        self.topics.add(rejected)
         await super().on_first_start()
 
 
@@ -62,6 +67,7 @@ app = EngagementApp(
     settings.worker_app_id, **faust_options(settings, transport="engagement-kafka")
 )
 webhooks = webhooks_topic(app, settings)
+rejected = webhooks_topic(app, settings, settings.rejected_topic)
 
 # Faust derives a table's codecs from key_type and value_type: bytes means raw.
 activity = app.Table(
@@ -108,7 +114,8 @@ def count_outcomes(outcomes: Counter[str], tracker: Tracker) -> None:
 
 # Read by app.batching's consumer: the topics whose records come in batches.
 app.batch_handlers = {
-    settings.kafka_topic: PartitionFolder(app, (activity, students), count_outcomes)
+    settings.kafka_topic: PartitionFolder(app, (activity, students), count_outcomes),
+    settings.rejected_topic: RejectedRecorder(settings.snapshot_dir),
 }
 
 

@@ -41,9 +41,12 @@ def faust_options(settings: Settings, transport: str = "kafka") -> dict[str, Any
     }
 
 
-def webhooks_topic(app: faust.App, settings: Settings) -> faust.TopicT:
+def webhooks_topic(
+    app: faust.App, settings: Settings, name: str | None = None
+) -> faust.TopicT:
+    """The webhooks topic (or another of its shape), as raw bytes."""
     return app.topic(
-        settings.kafka_topic,
+        name or settings.kafka_topic,
         schema=faust.Schema(**RAW_SCHEMA),
         partitions=settings.kafka_topic_partitions,
     )

@@ -158,6 +158,88 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+STATUS_MEANING = {
+    200: "accepted",
+    202: "accepted, spooled (Kafka was away)",
+    400: "rejected, kept with its reason",
+    401: "refused: signature",
+    413: "refused: too large",
+}
+
+
+@cli.command()
+def send(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="JSON lines, one JSON document or a JSON array of webhook bodies.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    url: Annotated[
+        str | None, typer.Option(help="The receiver's webhook URL. Default: settings.")
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Deliveries in flight at once.")
+    ] = 16,
+    secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ENGAGEMENT_SEND_SECRET",
+            help="Secret to sign with. Default: ENGAGEMENT_WEBHOOK_SECRETS' first.",
+        ),
+    ] = None,
+) -> None:
+    """Backfill: POST each body of a file to a receiver, signed, with retries."""
+    import asyncio
+
+    from rich.progress import Progress
+
+    from producers.bodies import read_bodies
+    from producers.sender import send_bodies
+
+    configure_logging()
+    settings = Settings()
+    if secret is None:
+        if not settings.webhook_secrets:
+            raise typer.BadParameter(
+                "give --secret, or set ENGAGEMENT_WEBHOOK_SECRETS", param_hint="secret"
+            )
+        secret = settings.webhook_secrets[0].get_secret_value()
+    bodies = read_bodies(path)
+    target = url or settings.receiver_url
+    with Progress(console=stderr, transient=False) as progress:
+        task = progress.add_task(f"Sending {path.name}", total=len(bodies))
+        summary = asyncio.run(
+            send_bodies(
+                bodies,
+                target,
+                secret,
+                concurrency=concurrency,
+                on_done=lambda n: progress.advance(task, n),
+            )
+        )
+
+    table = Table(title=f"{summary.sent:,} bodies sent to {target}")
+    table.add_column("answer")
+    table.add_column("meaning")
+    table.add_column("bodies", justify="right")
+    for status, count in sorted(summary.by_status.items()):
+        meaning = STATUS_MEANING.get(status, "server error, after retries")
+        table.add_row(str(status), meaning, f"{count:,}")
+    if summary.errors:
+        table.add_row(
+            "-", "no answer (connection error), after retries", str(summary.errors)
+        )
+    table.caption = f"{summary.retries:,} retries"
+    Console().print(table)
+    failed = summary.errors + sum(
+        n for status, n in summary.by_status.items() if status >= 500
+    )
+    raise typer.Exit(1 if failed else 0)
+
+
 @cli.command()
 def snapshot(
     url: Annotated[

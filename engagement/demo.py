@@ -99,6 +99,7 @@ def run_demo(
             "ENGAGEMENT_WORKER_DATA_DIR": str(demo.worker_data_dir),
             "ENGAGEMENT_WORKER_WEB_PORT": str(demo.worker_web_port),
             "ENGAGEMENT_RECEIVER_PORT": str(demo.receiver_port),
+            "ENGAGEMENT_RECEIVER_SPOOL_PATH": str(run_dir / "receiver-spool.sqlite3"),
             "ENGAGEMENT_WEBHOOK_SECRETS": secret,
             "ENGAGEMENT_DUCKDB_PATH": str(demo.duckdb_path),
         }
@@ -128,15 +129,16 @@ def run_demo(
         logger.info("Sending %d bodies to %s", len(bodies), demo.receiver_url)
         summary = asyncio.run(send_bodies(bodies, demo.receiver_url, secret))
         logger.info("Waiting for the worker to process every accepted event")
-        asyncio.run(
-            wait_for_lag_zero(
-                bootstrap,
-                demo.worker_app_id,
-                demo.kafka_topic,
-                timeout=CATCH_UP_TIMEOUT_SECONDS,
-                alive=worker.check_alive,
+        for topic in (demo.kafka_topic, demo.rejected_topic):
+            asyncio.run(
+                wait_for_lag_zero(
+                    bootstrap,
+                    demo.worker_app_id,
+                    topic,
+                    timeout=CATCH_UP_TIMEOUT_SECONDS,
+                    alive=worker.check_alive,
+                )
             )
-        )
         request_snapshot(demo.worker_url)
 
     with connect_readonly(demo.duckdb_path) as connection:

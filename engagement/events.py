@@ -209,14 +209,24 @@ class Envelope(BaseModel):
 class InvalidBody(ValueError):
     """A signed body that is not a usable webhook; ``reason`` says why."""
 
-    def __init__(self, reason: str, details: list[dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        reason: str,
+        details: list[dict[str, Any]] | None = None,
+        kind: str | None = None,
+    ):
         super().__init__(reason)
         self.reason = reason
         self.details = details or []
+        self._kind = kind
 
     @property
     def kind(self) -> str:
         """A short, bounded name of the problem, for metrics."""
+        if self._kind is not None:
+            return self._kind
+        if "not UTF-8" in self.reason:
+            return "not_utf8"
         if "not valid JSON" in self.reason:
             return "not_json"
         if "must be a JSON object" in self.reason:
@@ -234,15 +244,25 @@ def describe_validation_error(error: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def _load_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise InvalidBody(
+                f"body is not UTF-8 (invalid byte at position {bad.start})"
+            ) from None
+        raise InvalidBody(f"body is not valid JSON: {error}") from None
+
+
 def parse_body(raw: bytes) -> tuple[Envelope, dict[str, Any]]:
     """Parse and validate a raw body; return the model and the parsed JSON.
 
     Raises InvalidBody with a reason a school's operator can act on.
     """
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidBody(f"body is not valid JSON: {error}") from None
+    document = _load_json(raw)
     if not isinstance(document, dict):
         kind = type(document).__name__
         raise InvalidBody(f"body must be a JSON object, not a JSON {kind}")
@@ -329,10 +349,7 @@ def decode_event(raw: bytes) -> StudentEvent | None:
     ping, another product, a name nobody knows yet); raises InvalidBody for
     anything parse_body would refuse.
     """
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidBody(f"body is not valid JSON: {error}") from None
+    document = _load_json(raw)
     if type(document) is not dict:
         kind = type(document).__name__
         raise InvalidBody(f"body must be a JSON object, not a JSON {kind}")

@@ -40,31 +40,39 @@ async def ensure_topic(
     partitions: int,
     replication_factor: int = 1,
     compacted: bool = False,
+    retention_ms: int | None = None,
 ) -> None:
     """Create ``topic`` with ``partitions`` unless it exists with exactly that many.
 
     The broker runs with topic auto-creation off: Faust's tables must have as
     many partitions as their source topic, so nothing may create it implicitly.
     """
+    configs = {
+        "max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES),
+        "cleanup.policy": "compact" if compacted else "delete",
+    }
+    if retention_ms is not None:
+        configs["retention.ms"] = str(retention_ms)
     admin = await _admin(bootstrap_servers)
     try:
-        try:
-            await admin.create_topics(
-                [
-                    NewTopic(
-                        topic,
-                        num_partitions=partitions,
-                        replication_factor=replication_factor,
-                        topic_configs={
-                            "max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES),
-                            "cleanup.policy": "compact" if compacted else "delete",
-                        },
-                    )
-                ]
-            )
-            logger.info("Created topic %s with %d partitions", topic, partitions)
-        except TopicAlreadyExistsError:
-            pass
+        # The broker answers each topic with an error code; it raises nothing.
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    topic,
+                    num_partitions=partitions,
+                    replication_factor=replication_factor,
+                    topic_configs=configs,
+                )
+            ]
+        )
+        for _, code, message in response.topic_errors:
+            if code == 0:
+                logger.info("Created topic %s with %d partitions", topic, partitions)
+            elif code != TopicAlreadyExistsError.errno:
+                raise ConfigurationError(
+                    f"Kafka refused to create topic {topic}: {message} (code {code})"
+                )
 
         found = await _partition_count(admin, topic)
         if found != partitions:

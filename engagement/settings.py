@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     kafka_topic: str = DEFAULT_TOPIC
     kafka_topic_partitions: int = Field(default=8, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
+    # Signed bodies that could not be used, kept with their reason for a while;
+    # unset means the webhooks topic's name + ".rejected".
+    kafka_rejected_topic: str | None = None
+    kafka_rejected_retention_hours: float = Field(default=7 * 24, gt=0)
 
     # The local broker that `engagement broker start` assembles and runs.
     broker_port: int = Field(default=9092, ge=1, le=65535)
@@ -36,11 +40,25 @@ class Settings(BaseSettings):
     broker_home: Path = Path("var/kafka")
     broker_start_timeout_seconds: float = 90.0
 
-    # The HTTP receiver of Eduzz webhooks.
+    # The HTTP receiver of Eduzz webhooks. Shared secrets, and optionally a
+    # TOML file binding secrets to team ids (see producers.signature).
     webhook_secrets: Annotated[list[SecretStr], NoDecode] = []
+    webhook_secrets_file: Path | None = None
     receiver_host: str = "127.0.0.1"
     receiver_port: int = Field(default=8000, ge=1, le=65535)
     receiver_max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1)
+    # A sentDate further in the future than this is refused (clock skew aside).
+    receiver_future_tolerance_seconds: float = Field(default=300.0, ge=0)
+    # How long a delivery waits for Kafka's acknowledgement before it is
+    # spooled to disk instead; the spool's size limit, beyond which 503.
+    receiver_kafka_wait_seconds: float = Field(default=2.0, gt=0)
+    receiver_spool_path: Path = Path("var/receiver-spool.sqlite3")
+    receiver_spool_max_bytes: int = Field(default=1024**3, ge=MAX_BODY_BYTES)
+    # Deliveries handled at once, waiting beyond those (then 503), and the
+    # longest a delivery may take before it is answered 503.
+    receiver_concurrency: int = Field(default=64, ge=1)
+    receiver_queue_size: int = Field(default=512, ge=0)
+    receiver_request_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # The Faust worker.
     worker_app_id: str = "alpaclass-engagement"
@@ -61,10 +79,11 @@ class Settings(BaseSettings):
 
     def require_webhook_secrets(self) -> None:
         """Refuse to go on without a secret: the receiver would accept nothing."""
-        if not self.webhook_secrets:
+        if not self.webhook_secrets and self.webhook_secrets_file is None:
             raise ConfigurationError(
                 "No webhook secret is configured. Set ENGAGEMENT_WEBHOOK_SECRETS to "
-                "the secret(s) your school generated in Eduzz, separated by commas."
+                "the secret(s) your school generated in Eduzz, separated by commas, "
+                "or ENGAGEMENT_WEBHOOK_SECRETS_FILE to a TOML file of them."
             )
 
     @cached_property
@@ -73,6 +92,10 @@ class Settings(BaseSettings):
         if self.kafka_bootstrap_servers:
             return self.kafka_bootstrap_servers
         return f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def rejected_topic(self) -> str:
+        return self.kafka_rejected_topic or f"{self.kafka_topic}.rejected"
 
     @property
     def uses_local_broker(self) -> bool:

@@ -8,16 +8,25 @@ they started it). Every test uses fresh topic and group names.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from engagement.broker import LocalBroker
+from engagement.broker.toolchain import resolve_jars
 from engagement.runtime import broker_for
 from engagement.settings import Settings
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures"
+# The jars are shared with ordinary use through the default cache, so Maven
+# runs at most once, not once per test.
+LIB_CACHE = REPO / "var" / "kafka" / "lib"
+
+MakeBroker = Callable[..., LocalBroker]
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +45,45 @@ def kafka_bootstrap() -> Iterator[str]:
 @pytest.fixture
 def unique_name() -> str:
     return f"test-{secrets.token_hex(4)}"
+
+
+def free_ports(count: int) -> list[int]:
+    # All sockets stay open until every port is picked, so no two are equal.
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture(scope="session")
+def lib_cache() -> Path:
+    resolve_jars(LIB_CACHE)
+    return LIB_CACHE
+
+
+@pytest.fixture
+def make_broker(tmp_path: Path) -> Iterator[MakeBroker]:
+    """Brokers on fresh ports and homes; whatever they left running is stopped."""
+    made: list[LocalBroker] = []
+
+    def make(lib: Path = LIB_CACHE, **overrides: object) -> LocalBroker:
+        port, controller_port = free_ports(2)
+        values = {
+            "broker_home": tmp_path / f"home-{len(made)}",
+            "broker_port": port,
+            "broker_controller_port": controller_port,
+            "broker_start_timeout_seconds": 60.0,
+            **overrides,
+        }
+        broker = LocalBroker(Settings(**values), lib_cache=lib)
+        made.append(broker)
+        return broker
+
+    yield make
+
+    for broker in made:
+        broker.stop(timeout=10)

@@ -13,63 +13,17 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from engagement.broker import KAFKA_VERSION, LocalBroker, kafka_answers
-from engagement.broker.toolchain import java_major_version, resolve_jars
+from engagement.broker.toolchain import java_major_version
 from engagement.errors import BrokerError
-from engagement.settings import Settings
+from tests.conftest import MakeBroker, free_ports
 
 REPO = Path(__file__).resolve().parents[1]
-LIB_CACHE = REPO / "var" / "kafka" / "lib"
-
-MakeBroker = Callable[..., LocalBroker]
-
-
-def free_ports(count: int) -> list[int]:
-    # All sockets stay open until every port is picked, so no two are equal.
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-@pytest.fixture(scope="session")
-def lib_cache() -> Path:
-    resolve_jars(LIB_CACHE)
-    return LIB_CACHE
-
-
-@pytest.fixture
-def make_broker(tmp_path: Path) -> Iterator[MakeBroker]:
-    """Brokers on fresh ports and homes; whatever they left running is stopped."""
-    made: list[LocalBroker] = []
-
-    def make(lib: Path = LIB_CACHE, **overrides: object) -> LocalBroker:
-        port, controller_port = free_ports(2)
-        values = {
-            "broker_home": tmp_path / f"home-{len(made)}",
-            "broker_port": port,
-            "broker_controller_port": controller_port,
-            "broker_start_timeout_seconds": 60.0,
-            **overrides,
-        }
-        broker = LocalBroker(Settings(**values), lib_cache=lib)
-        made.append(broker)
-        return broker
-
-    yield make
-
-    for broker in made:
-        broker.stop(timeout=10)
 
 
 def run_cli(broker: LocalBroker, *args: str) -> subprocess.CompletedProcess[str]:

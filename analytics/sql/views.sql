@@ -44,3 +44,11 @@ ORDER BY days_since_last_seen DESC, team_id, student_id, course_id;
 
 CREATE OR REPLACE VIEW churn_risk AS
 SELECT * FROM churn_risk_at(now());
+
+-- Signed bodies the receiver could not use, with the reason (the bytes stay
+-- on the rejected topic for its retention). A batch the worker read twice
+-- after a crash wrote its rows twice: one row per record of the topic.
+CREATE OR REPLACE VIEW rejected_events AS
+SELECT received_at, reason, kind, event_id, event_name, size_bytes, sha256
+FROM read_parquet('{snapshots}/rejected_events/*.parquet', union_by_name = true)
+QUALIFY row_number() OVER (PARTITION BY "partition", "offset") = 1;
