@@ -50,8 +50,10 @@ class BatchHandler(Protocol):
 
 
 # Records folded in one call: enough to coalesce a key's events, few enough to
-# keep the event loop (the web pages, timers) answering between calls.
-MAX_BATCH = 2000
+# keep the event loop (the web pages, timers) answering between calls, about
+# half a second here. Measured on 222k simulated bodies: 2,000 per call gave
+# 5,900 events/s, 5,000 gave 8,000, and no bound 7,400.
+MAX_BATCH = 5000
 # Folded batches whose changelog deliveries are awaited together.
 SETTLE_EVERY = 4
 

@@ -1,19 +1,22 @@
-"""Events per second through one worker, beside two baselines, in one run.
+"""Events per second through one worker, beside its baselines, in one run.
 
-    .venv/bin/python benchmarks/worker_throughput.py --students 44000
+    .venv/bin/python benchmarks/worker_throughput.py --students 48000
 
 1. Simulated bodies (``engagement simulate``'s generator) are produced once to
    a fresh topic of the broker (ENGAGEMENT_KAFKA_BOOTSTRAP_SERVERS, or the
    local one, started if needed).
 2. Each contender then consumes the whole topic with a fresh consumer group
-   and persistent state, and the time from its first record to its last is
-   measured:
+   and persistent state, timed from the start of its process until its group
+   has committed the whole topic (so start-up and the first rebalance count):
    - ``worker``: the real worker (``engagement worker``), as deployed;
    - ``hand-written``: the same folding code (app.tracking.Tracker) on a plain
      aiokafka consumer, with RocksDB (rocksdict) and a changelog topic written
      by hand, offsets committed after the changelog is flushed;
    - ``naive``: a Faust agent that validates each body with pydantic and
-     writes the table once per event.
+     writes the table once per event;
+   - ``in-memory``: the folding code alone on dicts, no Kafka and no RocksDB,
+     in the worker's batches: the ceiling of the engagement code itself;
+   - ``faust-count`` (only with --only): a Faust agent that only counts.
 
 Results are printed as a table and, with --output, appended to a Markdown file.
 """
@@ -24,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import secrets
 import shutil
 import subprocess
@@ -35,10 +37,12 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import publish  # noqa: E402
 from engagement.kafka import (  # noqa: E402
     delete_topics,
     ensure_topic,
@@ -125,6 +129,26 @@ def run_faust(
         log.close()
 
 
+def run_in_memory(records: list[tuple[bytes, bytes]]) -> float:
+    """The folding code alone: dicts for tables, no Kafka, no RocksDB.
+
+    Records are grouped by the partition Kafka would give them and folded in
+    batches of the worker's size: the ceiling of the engagement code itself.
+    """
+    from app.batching import MAX_BATCH
+    from app.tracking import Tracker
+
+    partitions: list[list[bytes]] = [[] for _ in range(PARTITIONS)]
+    for key, value in records:
+        partitions[(murmur2(key) & 0x7FFFFFFF) % PARTITIONS].append(value)
+    tracker = Tracker({}, {})
+    started = time.perf_counter()
+    for partition, values in enumerate(partitions):
+        for start in range(0, len(values), MAX_BATCH):
+            tracker.fold(partition, values[start : start + MAX_BATCH])
+    return time.perf_counter() - started
+
+
 def run_hand_written(bootstrap: str, topic: str, group: str, workdir: Path) -> float:
     from benchmarks.hand_written import consume
 
@@ -140,13 +164,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument(
         "--only",
-        choices=["worker", "hand-written", "naive", "faust-count"],
+        choices=["worker", "hand-written", "naive", "in-memory", "faust-count"],
         action="append",
         help="run only these (faust-count: Faust's ceiling, an agent that counts)",
     )
     parser.add_argument("--output", type=Path, help="append the results here")
     args = parser.parse_args()
-    contenders = args.only or ["worker", "hand-written", "naive"]
+    contenders = args.only or ["worker", "hand-written", "naive", "in-memory"]
 
     records = generate(args.students, args.days, args.seed)
     keys = {
@@ -169,6 +193,8 @@ def main() -> None:
                 elif name in ("naive", "faust-count"):
                     module = f"benchmarks.{name.replace('-', '_')}_app"
                     seconds = run_faust(bootstrap, topic, group, workdir, module)
+                elif name == "in-memory":
+                    seconds = run_in_memory(records)
                 else:
                     seconds = run_hand_written(bootstrap, topic, group, workdir)
                 results[name] = len(records) / seconds
@@ -177,21 +203,21 @@ def main() -> None:
             asyncio.run(delete_topics(bootstrap, [run]))
             shutil.rmtree(workdir, ignore_errors=True)
 
-    lines = [
-        f"\n### {time.strftime('%Y-%m-%d %H:%M')} — {len(records):,} bodies, "
-        f"{len(keys):,} keys, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}\n",
-        "| contender | events/s | worker ÷ contender |",
-        "|---|---:|---:|",
-    ]
     worker = results.get("worker")
-    for name, rate in results.items():
-        ratio = f"{worker / rate:.2f}×" if worker and name != "worker" else ""
-        lines.append(f"| {name} | {rate:,.0f} | {ratio} |")
-    print("\n".join(lines))
-    if args.output:
-        with args.output.open("a") as out:
-            out.write("\n".join(lines) + "\n")
+    publish(
+        f"{len(records):,} bodies, {len(keys):,} keys",
+        ["contender", "events/s", "worker ÷ contender"],
+        [
+            [
+                name,
+                f"{rate:,.0f}",
+                f"{worker / rate:.2f}×" if worker and name != "worker" else "",
+            ]
+            for name, rate in results.items()
+        ],
+        args.output,
+        numeric=[False, True, True],
+    )
 
 
 if __name__ == "__main__":

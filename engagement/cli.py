@@ -221,7 +221,7 @@ def send(
             )
         )
 
-    table = Table(title=f"{summary.sent:,} bodies sent to {target}")
+    table = Table(title=f"{summary.sent:,} bodies sent")
     table.add_column("answer")
     table.add_column("meaning")
     table.add_column("bodies", justify="right")
@@ -232,7 +232,7 @@ def send(
         table.add_row(
             "-", "no answer (connection error), after retries", str(summary.errors)
         )
-    table.caption = f"{summary.retries:,} retries"
+    table.caption = f"to {target}, {summary.retries:,} retries"
     Console().print(table)
     failed = summary.errors + sum(
         n for status, n in summary.by_status.items() if status >= 500
