@@ -16,6 +16,7 @@ import pytest
 
 from engagement.processes import Service, free_port, start_service
 from producers.sender import send_bodies
+from producers.signature import sign
 from producers.spool import Spool
 from tests.compare import assert_exact
 from tests.conftest import MakeBroker
@@ -103,3 +104,50 @@ def test_broker_away_then_receiver_killed_nothing_lost_nothing_doubled(
             worker.stop()
     finally:
         receiver.stop()
+
+
+def test_without_kafka_the_spool_fills_then_deliveries_get_503(tmp_path, fixtures_dir):
+    # Nothing listens on this port: the receiver starts anyway and spools.
+    port, nowhere = free_port(), free_port()
+    spool_path = tmp_path / "spool.sqlite3"
+    env = {
+        "ENGAGEMENT_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{nowhere}",
+        "ENGAGEMENT_WEBHOOK_SECRETS": SECRET,
+        "ENGAGEMENT_RECEIVER_PORT": str(port),
+        "ENGAGEMENT_RECEIVER_SPOOL_PATH": str(spool_path),
+        "ENGAGEMENT_RECEIVER_SPOOL_MAX_BYTES": str(1024 * 1024),
+    }
+    url = f"http://127.0.0.1:{port}/webhooks/eduzz"
+    created = json.loads(
+        (fixtures_dir / "alpaclass" / "student_created.json").read_bytes()
+    )
+    assert (
+        created["data"]["student"]["phone"] and created["data"]["student"]["document"]
+    )
+
+    def body(event_id: str) -> bytes:
+        # About 600 kB each: the second no longer fits a 1 MiB spool.
+        return json.dumps({**created, "id": event_id, "pad": "x" * 600_000}).encode()
+
+    def post(raw: bytes) -> httpx.Response:
+        return httpx.post(url, content=raw, headers={"x-signature": sign(raw, SECRET)})
+
+    receiver = _receiver(env, port, tmp_path / "receiver.log")
+    try:
+        health = httpx.get(f"http://127.0.0.1:{port}/health")
+        assert health.status_code == 200 and health.json()["status"] == "degraded"
+        assert health.json()["kafka"] == "unreachable"
+
+        first, second = post(body("first")), post(body("second"))
+        assert first.status_code == 202
+        assert second.status_code == 503 and second.headers["Retry-After"]
+        health = httpx.get(f"http://127.0.0.1:{port}/health")
+        assert health.status_code == 503 and health.json()["spool_depth"] == 1
+    finally:
+        receiver.stop()
+
+    # What waits in the spool has no personal data.
+    [spooled] = Spool(spool_path, 2**30).oldest(10)
+    student = json.loads(spooled.value)["data"]["student"]
+    assert "phone" not in student and "document" not in student
+    assert json.loads(spooled.value)["id"] == "first"
