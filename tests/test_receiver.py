@@ -51,6 +51,7 @@ class Edge:
     worker_url: str
     app_id: str
     db_path: Path
+    logs: tuple[Path, ...]
 
     def post(self, body: bytes, secret: str = SCHOOL_SECRET) -> httpx.Response:
         return httpx.post(
@@ -119,6 +120,7 @@ def edge(kafka_bootstrap, tmp_path_factory) -> Iterator[Edge]:
             worker_url=worker_url,
             app_id=f"{name}-worker",
             db_path=root / "engagement.duckdb",
+            logs=(root / "receiver.log", root / "worker.log"),
         )
     finally:
         receiver.stop()
@@ -343,3 +345,18 @@ def test_pings_and_other_products_are_valid_deliveries(edge, fixtures_dir):
     ids = [value["id"] for _, value in records(edge.bootstrap, edge.topic, 100)]
     assert "other-product" in ids and "unknown-alpaclass" in ids
     assert json.loads(ping)["id"] not in ids
+
+
+def test_logs_hold_no_personal_data(edge, fixtures_dir):
+    """Last in the module: every test above has written to these logs."""
+    personal = {"000.000.000-00", "11900000000"}
+    for path in (fixtures_dir / "alpaclass").glob("*.json"):
+        student = json.loads(path.read_bytes())["data"].get("student") or {}
+        personal |= {
+            student[f] for f in ("name", "email", "document", "phone") if f in student
+        }
+    assert {"Lucas Simulado", "lucas.simulado1@example.org"} <= personal
+    for log in edge.logs:
+        text = log.read_text(errors="replace")
+        assert text, f"{log.name} is empty"
+        assert not [value for value in personal if value in text], log.name
