@@ -164,6 +164,7 @@ STATUS_MEANING = {
     400: "rejected, kept with its reason",
     401: "refused: signature",
     413: "refused: too large",
+    415: "refused: compressed",
 }
 
 
@@ -234,8 +235,12 @@ def send(
         )
     table.caption = f"to {target}, {summary.retries:,} retries"
     Console().print(table)
+    # 400s are kept by the receiver with their reason: a backfill may hold
+    # bad bodies. Anything else not 2xx means nothing of it arrived.
     failed = summary.errors + sum(
-        n for status, n in summary.by_status.items() if status >= 500
+        n
+        for status, n in summary.by_status.items()
+        if not (200 <= status < 300 or status == 400)
     )
     raise typer.Exit(1 if failed else 0)
 

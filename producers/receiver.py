@@ -371,6 +371,12 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         limit = self.settings.receiver_max_body_bytes
+        encoding = request.headers.get("Content-Encoding", "identity").lower()
+        if encoding != "identity":
+            # The signature covers the bytes as sent; aiohttp would inflate
+            # them first. Eduzz does not compress.
+            REQUESTS.labels("unsupported_encoding", "").inc()
+            return _error(415, "Content-Encoding is not supported; send the body as is")
         if request.content_length is not None and request.content_length > limit:
             REQUESTS.labels("too_large", "").inc()
             return _error(413, f"body larger than {limit} bytes")
@@ -445,6 +451,11 @@ class Receiver:
         kept = raw
         if isinstance(document, dict):
             kept = orjson.dumps(strip_personal_data(document))
+        elif isinstance(document, list):  # e.g. an export pasted whole
+            for item in document:
+                if isinstance(item, dict):
+                    strip_personal_data(item)
+            kept = orjson.dumps(document)
         headers = [
             ("reason", error.reason.encode()),
             ("kind", error.kind.encode()),
@@ -456,7 +467,7 @@ class Receiver:
             if (known := _known(document, field)) is not None:
                 headers.append((header, known.encode()))
         try:
-            await self._forwarder().forward(
+            outcome = await self._forwarder().forward(
                 self.settings.rejected_topic, None, kept, headers
             )
         except SpoolFull:
@@ -464,7 +475,12 @@ class Receiver:
             return _error(503, "Kafka unavailable and spool full, retry later")
         REQUESTS.labels("rejected", "").inc()
         REJECTED.labels(error.kind).inc()
-        logger.info("Kept a rejected body (%s): %s", error.kind, error.reason)
+        logger.info(
+            "Rejected a body (%s), %s to the rejected topic: %s",
+            error.kind,
+            "kept" if outcome == "sent" else "spooled on its way",
+            error.reason,
+        )
         return _error(400, error.reason, details=error.details)
 
     def _forwarder(self) -> Forwarder:
@@ -479,7 +495,8 @@ class Receiver:
         full = not spool.has_room(self.settings.receiver_max_body_bytes)
         body = {
             "status": "unavailable" if full else "degraded",
-            "kafka": "connected" if forwarder.kafka_ready else "unreachable",
+            # The producer may be up while the broker does not acknowledge.
+            "kafka": "not acknowledging" if forwarder.kafka_ready else "unreachable",
             "spool_depth": spool.depth,
             "spool_bytes": spool.bytes,
         }

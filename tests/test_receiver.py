@@ -7,6 +7,7 @@ tests tell their deliveries apart by event id or by the sha256 of the body.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import json
 import secrets
@@ -270,6 +271,10 @@ def test_bad_bodies_get_their_status_and_are_kept_with_the_reason(edge, fixtures
         ),
         "empty": (b"", "not_json"),
         "array": (b"[]", "not_object"),
+        "events in an array": (
+            json.dumps([{**document, "id": "bad-in-array"}]).encode(),
+            "not_object",
+        ),
         "string": (b'"alpaclass.student_created"', "not_object"),
         "missing id": (variant("no-id", id="DROP"), "not_envelope"),
         "mistyped id": (variant("float-id", id=1.5), "not_envelope"),
@@ -292,6 +297,15 @@ def test_bad_bodies_get_their_status_and_are_kept_with_the_reason(edge, fixtures
     }
     answers = {name: edge.post(body) for name, (body, _) in corpus.items()}
     too_large = edge.post(b'{"id": "big", "pad": "' + b"x" * (2 * 1024 * 1024) + b'"}')
+    compressed = httpx.post(
+        edge.url,
+        content=gzip.compress(corpus["no lesson"][0]),
+        headers={
+            "content-encoding": "gzip",
+            "x-signature": sign(corpus["no lesson"][0], SCHOOL_SECRET),
+        },
+    )
+    assert compressed.status_code == 415  # the signature covers the bytes sent
 
     for name, response in answers.items():
         assert response.status_code == 400, name
