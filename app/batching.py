@@ -112,6 +112,12 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                 batch = unread[start : start + MAX_BATCH]
                 offsets = self._offsets_to_ack(tp, batch)
                 durable = await handler.fold(tp, batch)
+                if self._moved_on(generation):
+                    # The fold yielded (sending its changelog records) and a
+                    # rebalance ran meanwhile: it has reset the read offsets
+                    # to the committed ones, and they must stay so, or the
+                    # records between would be skipped when read again.
+                    return
                 self._read_offset[tp] = batch[-1].offset
                 pending.append((handler, tp, durable, offsets))
                 if len(pending) >= SETTLE_EVERY:
