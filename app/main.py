@@ -26,7 +26,7 @@ from app.rejected import RejectedRecorder
 from app.snapshot import Snapshotter
 from app.tracking import Outcome, Tracker
 from engagement.errors import EngagementError
-from engagement.kafka import consumer_lag, ensure_topic
+from engagement.kafka import consumer_lag, ensure_topic, ensure_webhook_topics
 from engagement.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -42,19 +42,14 @@ class EngagementApp(faust.App):
         # creates one as it subscribes, its metadata can show the new topic
         # with 0 partitions for minutes, and every table write then fails
         # with PartitionsMismatch.
-        retention_ms = int(settings.kafka_rejected_retention_hours * 3_600_000)
-        topics = [
-            (settings.kafka_topic, False, None),
-            (settings.rejected_topic, False, retention_ms),
-        ] + [(table.changelog_topic_name, True, None) for table in self.tables.values()]
-        for topic, compacted, retention in topics:
+        await ensure_webhook_topics(settings)
+        for table in self.tables.values():
             await ensure_topic(
                 settings.bootstrap_servers,
-                topic,
+                table.changelog_topic_name,
                 settings.kafka_topic_partitions,
                 settings.kafka_replication_factor,
-                compacted=compacted,
-                retention_ms=retention,
+                compacted=True,
             )
         # No agent subscribes to these topics: app.batching hands their
         # records over; the conductor still has to subscribe the consumer.

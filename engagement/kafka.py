@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from engagement.errors import ConfigurationError, KafkaUnavailable
+from engagement.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,23 @@ async def ensure_topic(
             )
     finally:
         await admin.close()
+
+
+async def ensure_webhook_topics(settings: Settings) -> None:
+    """The webhooks topic and its rejected topic, as the receiver and worker need."""
+    await ensure_topic(
+        settings.bootstrap_servers,
+        settings.kafka_topic,
+        settings.kafka_topic_partitions,
+        settings.kafka_replication_factor,
+    )
+    await ensure_topic(
+        settings.bootstrap_servers,
+        settings.rejected_topic,
+        settings.kafka_topic_partitions,
+        settings.kafka_replication_factor,
+        retention_ms=int(settings.kafka_rejected_retention_hours * 3_600_000),
+    )
 
 
 async def _partition_count(

@@ -40,7 +40,7 @@ from engagement.events import (
     parse_body,
     strip_personal_data,
 )
-from engagement.kafka import TOPIC_MAX_MESSAGE_BYTES, ensure_topic
+from engagement.kafka import TOPIC_MAX_MESSAGE_BYTES, ensure_webhook_topics
 from engagement.settings import Settings
 from producers.signature import SIGNATURE_HEADER, SecretBook
 from producers.spool import Spool
@@ -173,20 +173,7 @@ class Forwarder:
     async def _connect_once(self) -> None:
         """Create the topics, start the producer and the spool's drain."""
         settings = self.settings
-        retention_ms = int(settings.kafka_rejected_retention_hours * 3_600_000)
-        await ensure_topic(
-            settings.bootstrap_servers,
-            settings.kafka_topic,
-            settings.kafka_topic_partitions,
-            settings.kafka_replication_factor,
-        )
-        await ensure_topic(
-            settings.bootstrap_servers,
-            settings.rejected_topic,
-            settings.kafka_topic_partitions,
-            settings.kafka_replication_factor,
-            retention_ms=retention_ms,
-        )
+        await ensure_webhook_topics(settings)
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
             acks="all",
