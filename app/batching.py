@@ -61,7 +61,22 @@ _Folded = tuple[BatchHandler, TP, Awaitable[Any], range]
 
 
 class BatchingConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer, with whole batches for the app's batch topics."""
+    """Faust's aiokafka consumer, with whole batches for the app's batch topics.
+
+    For each partition of a batch topic it keeps the next offset to fold, and
+    folds only a batch that continues from there. Records fetched and then
+    not folded or not acknowledged -- a rebalance began meanwhile -- are read
+    again: the partition is sought back to its first such record as soon as
+    the rebalance is over. Without that, the fetch position is already past
+    them, and acknowledging the records that follow would commit over them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._next_offset: dict[TP, int] = {}
+        self._rewind: dict[TP, int] = {}
+        self._sought_over: dict[TP, tuple[int, int]] = {}
+        self._read_before_revoke: set[TP] = set()
 
     @property
     def batch_handlers(self) -> Mapping[str, BatchHandler]:
@@ -73,6 +88,8 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         fetcher_stopped = fetcher._stopped.is_set
         try:
             while not (stopped() or fetcher_stopped()):
+                if self._rewind and not self._rebalancing():
+                    await self._seek_back()
                 records, active = await self._wait_next_records(1.0)
                 await self.sleep(0)
                 if not records or self.should_stop:
@@ -91,33 +108,118 @@ class BatchingConsumer(faust_aiokafka.Consumer):
             self.log.exception("Drain messages raised: %r", exc)
             raise
 
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        committed = await super().seek_to_committed()
+        handlers = self.batch_handlers
+        for partition, offset in committed.items():
+            tp = TP(partition.topic, partition.partition)
+            if tp.topic not in handlers:
+                continue
+            if offset is not None and offset > 0:
+                # Read again from the commit, at or before any record left
+                # unacknowledged.
+                self._rewind.pop(tp, None)
+                self._next_offset[tp] = offset
+            else:
+                # Nothing committed: aiokafka leaves the position where it
+                # was, possibly past records fetched and never acknowledged.
+                # Reading from the start is what "from the commit" means here.
+                read = tp in self._next_offset or tp in self._read_before_revoke
+                if read or tp in self._rewind:
+                    self._rewind[tp] = 0
+                self._next_offset.pop(tp, None)
+            self._read_before_revoke.discard(tp)
+        return committed
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)
+        if partition.topic in self.batch_handlers:
+            self._next_offset[TP(partition.topic, partition.partition)] = offset
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            if self._next_offset.pop(tp, None) is not None or tp in self._rewind:
+                self._read_before_revoke.add(tp)
+            self._rewind.pop(tp, None)
+            self._sought_over.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    def _rebalancing(self) -> bool:
+        return not self.flow_active or self.app.rebalancing
+
+    def _leave_unread(self, tp: TP, offset: int) -> None:
+        """Records of tp from offset on were fetched but not folded and acked."""
+        self._rewind[tp] = min(offset, self._rewind.get(tp, offset))
+
+    async def _seek_back(self) -> None:
+        assigned = self.assignment()
+        rewind, self._rewind = self._rewind, {}
+        for tp, offset in rewind.items():
+            if tp in assigned:
+                self.log.info(
+                    "Reading %s[%d] again from offset %d: records fetched "
+                    "there were left unacknowledged by a rebalance",
+                    tp.topic,
+                    tp.partition,
+                    offset,
+                )
+                await self.seek(tp, offset)
+
+    def _unread(self, tp: TP, fetched: list[ConsumerRecord]) -> list[ConsumerRecord]:
+        """The records that continue the partition from its next offset.
+
+        A batch that starts past the next offset means records were fetched
+        and dropped on the way: the partition is sought back. Should the
+        fetch after that seek start at the same place again, the offsets
+        between hold no records (transaction markers, compaction, retention)
+        and the batch is taken.
+        """
+        expected = self._next_offset.get(tp)
+        first = fetched[0].offset
+        if expected is None or first == expected:
+            self._sought_over.pop(tp, None)
+            return fetched
+        if first < expected:
+            return [record for record in fetched if record.offset >= expected]
+        if self._sought_over.get(tp) == (expected, first):
+            del self._sought_over[tp]
+            return fetched
+        self._sought_over[tp] = (expected, first)
+        self._leave_unread(tp, expected)
+        return []
+
     async def _deliver(
         self, records: Mapping[TP, list[ConsumerRecord]], active: set[TP] | None
     ) -> None:
         generation = self.app.consumer_generation_id
         handlers = self.batch_handlers
         pending: list[_Folded] = []
-        for tp, fetched in records.items():
+        batches = list(records.items())
+        for index, (tp, fetched) in enumerate(batches):
+            handler = handlers.get(tp.topic)
             paused = active is not None and tp not in active
             if paused and tp not in self._buffered_partitions:
+                if handler is not None:
+                    self._leave_unread(tp, fetched[0].offset)
                 continue
-            handler = handlers.get(tp.topic)
             if handler is None:
                 await self._deliver_one_by_one(tp, fetched)
                 continue
             unread = self._unread(tp, fetched)
             for start in range(0, len(unread), MAX_BATCH):
                 if self._moved_on(generation):
+                    self._abandon(batches[index:], pending)
                     return
                 batch = unread[start : start + MAX_BATCH]
                 offsets = self._offsets_to_ack(tp, batch)
                 durable = await handler.fold(tp, batch)
                 if self._moved_on(generation):
                     # The fold yielded (sending its changelog records) and a
-                    # rebalance ran meanwhile: it has reset the read offsets
-                    # to the committed ones, and they must stay so, or the
-                    # records between would be skipped when read again.
+                    # rebalance ran meanwhile.
+                    self._leave_unread(tp, offsets.start)
+                    self._abandon(batches[index + 1 :], pending)
                     return
+                self._next_offset[tp] = batch[-1].offset + 1
                 self._read_offset[tp] = batch[-1].offset
                 pending.append((handler, tp, durable, offsets))
                 if len(pending) >= SETTLE_EVERY:
@@ -125,21 +227,26 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                     pending = []
         await self._settle(pending, generation)
 
+    def _abandon(
+        self, rest: list[tuple[TP, list[ConsumerRecord]]], pending: list[_Folded]
+    ) -> None:
+        """A rebalance began: nothing more is folded or acknowledged now."""
+        for _handler, tp, _durable, offsets in pending:
+            self._leave_unread(tp, offsets.start)
+        for tp, fetched in rest:
+            if tp.topic in self.batch_handlers:
+                self._leave_unread(tp, self._next_offset.get(tp, fetched[0].offset))
+
     def _moved_on(self, generation: int) -> bool:
         """A rebalance began: the fetched records may be someone else's now."""
-        return (
-            self.app.consumer_generation_id != generation
-            or not self.flow_active
-            or self.app.rebalancing
-        )
+        return self.app.consumer_generation_id != generation or self._rebalancing()
 
     async def _settle(self, pending: list[_Folded], generation: int) -> None:
         """Acknowledge the folded batches once durable; commit every so often."""
         for handler, tp, durable, offsets in pending:
             result = await durable
             if self._moved_on(generation):
-                # Not acknowledged: whoever owns the partition now reads these
-                # records again from the committed offset.
+                self._leave_unread(tp, offsets.start)
                 continue
             handler.settle(tp, result)
             self._ack_range(tp, offsets)
@@ -147,31 +254,21 @@ class BatchingConsumer(faust_aiokafka.Consumer):
             self._n_acked = 0
             await self.commit()
 
-    def _unread(self, tp: TP, batch: list[ConsumerRecord]) -> list[ConsumerRecord]:
-        # Faust's rule: its read offset is the last record handed on, or the
-        # committed offset after a seek, so a record at that offset is read.
-        last_read = self._read_offset.get(tp)
-        if last_read is None or batch[0].offset >= last_read:
-            return batch
-        return [record for record in batch if record.offset >= last_read]
-
     def _offsets_to_ack(self, tp: TP, batch: list[ConsumerRecord]) -> range:
-        """Every offset up to the batch's last: the gaps before it are done too.
+        """Every offset from the partition's next one to the batch's last.
 
         Offsets have gaps (transaction markers, compaction), and Faust commits
-        only up to its first unacknowledged offset; so the gap since the
-        committed offset or the last record read is acknowledged with the
-        batch. Offsets below the committed one are not acknowledged again.
+        only up to its first unacknowledged offset; so a gap before the batch
+        is acknowledged with it. _unread has made sure the gap holds no record.
+        Offsets below the committed one are not acknowledged again.
         """
-        first = batch[0].offset
-        last_read = self._read_offset.get(tp)
+        start = batch[0].offset
+        expected = self._next_offset.get(tp)
+        if expected is not None:
+            start = min(start, expected)
         committed = self._committed_offset.get(tp)
-        if last_read is None:
-            start = first if committed is None else committed
-        else:
-            start = min(first, last_read)
-            if committed is not None:
-                start = max(start, committed)
+        if committed is not None:
+            start = max(start, committed)
         return range(start, batch[-1].offset + 1)
 
     def _ack_range(self, tp: TP, offsets: range) -> None:

@@ -82,26 +82,22 @@ def _settled(job: Job, workers: list, timeout: float = 120) -> list[set[int]]:
         time.sleep(0.5)
 
 
-# Known bug, open in issue 3: with the batch transport this fails about one
-# run in three on this machine (keys or events missing after the takeover).
-# Not strict, so a pass is reported as XPASS; it must go back to a plain test
-# once the takeover path in app/batching.py is fixed.
-@pytest.mark.xfail(reason="takeover race in app/batching.py, issue 3", strict=False)
 def test_two_workers_share_the_keys_and_one_takes_over(job):
-    documents = simulated_documents(students=200, redeliveries=0.1, seed=12)
+    documents = simulated_documents(students=400, redeliveries=0.1, seed=12)
     first, second = documents[: len(documents) // 2], documents[len(documents) // 2 :]
 
-    # TODO: a worker that joins while the other is busy with a backlog was
-    # seen (2 runs in 5) to sit idle on its partitions after the rebalance,
-    # in Faust's recovery/take_events path; until that is found, both join
-    # before the stream starts, and the takeover below is what is tested.
-    one, two = job.start_worker("one"), job.start_worker("two")
+    # Worker two joins while worker one works through a backlog: the
+    # rebalance lands in the middle of folds, and records one had fetched for
+    # partitions it gives up must be read again by whoever owns them next.
+    produce(job.bootstrap, job.topic, first)
+    workers = [job.start_worker("one")]
     try:
+        workers.append(job.start_worker("two"))
+        one, two = workers
         owned = _settled(job, [one, two])
         assert owned[0] and owned[1] and not owned[0] & owned[1]
         assert owned[0] | owned[1] == set(range(PARTITIONS))
 
-        produce(job.bootstrap, job.topic, first)
         job.wait_processed(one, two)
         job.snapshot(one)
         job.snapshot(two)
@@ -114,5 +110,5 @@ def test_two_workers_share_the_keys_and_one_takes_over(job):
         assert set(job.health(one)["partitions"]) == set(range(PARTITIONS))
         assert_exact(job.db_path, documents)
     finally:
-        one.stop()
-        two.stop()
+        for worker in workers:
+            worker.stop()
