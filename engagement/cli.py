@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from analytics.views import VIEW_NAMES
 from engagement.broker.cli import broker_app
 from engagement.errors import EngagementError
 from engagement.settings import Settings
@@ -290,6 +292,107 @@ def simulate(
         sys.stdout.buffer.write(lines)
     else:
         output.write_bytes(lines)
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    parquet = "parquet"
+
+
+ViewName = Annotated[str, typer.Argument(help="A view: " + ", ".join(VIEW_NAMES) + ".")]
+AsOf = Annotated[
+    str | None,
+    typer.Option("--as-of", help="Reference time (ISO 8601). Default: now."),
+]
+Team = Annotated[str | None, typer.Option("--team", help="Only this team id.")]
+Course = Annotated[str | None, typer.Option("--course", help="Only this course id.")]
+Database = Annotated[
+    Path | None,
+    typer.Option("--duckdb", help="The database file. Default: from settings."),
+]
+
+
+@cli.command()
+def query(
+    name: ViewName,
+    as_of: AsOf = None,
+    team: Team = None,
+    course: Course = None,
+    limit: Annotated[int | None, typer.Option(min=0, help="At most N rows.")] = 50,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="How to print the rows.")
+    ] = OutputFormat.table,
+    duckdb: Database = None,
+) -> None:
+    """Print one of the analysis views."""
+    from analytics.query import read_view
+
+    table = read_view(
+        duckdb or Settings().duckdb_path,
+        name,
+        parse_instant(as_of),
+        team,
+        course,
+        limit,
+    )
+    if output_format is OutputFormat.csv:
+        import pyarrow.csv as pa_csv
+
+        pa_csv.write_csv(table, sys.stdout.buffer)
+    elif output_format is OutputFormat.json:
+        sys.stdout.buffer.write(
+            orjson.dumps(table.to_pylist(), default=str, option=orjson.OPT_INDENT_2)
+            + b"\n"
+        )
+    else:
+        shown = Table(title=f"{name} ({table.num_rows} rows)")
+        for column in table.column_names:
+            shown.add_column(column)
+        for row in table.to_pylist():
+            shown.add_row(*(_cell(value) for value in row.values()))
+        Console(width=shutil.get_terminal_size((160, 24)).columns).print(shown)
+
+
+@cli.command()
+def export(
+    name: ViewName,
+    output: Annotated[Path, typer.Option(help="The file to write.")],
+    output_format: Annotated[
+        ExportFormat, typer.Option("--format", help="File format.")
+    ] = ExportFormat.csv,
+    pseudonymize: Annotated[
+        bool,
+        typer.Option(
+            help="Replace names and e-mails with keyed hashes "
+            "(key: ENGAGEMENT_PSEUDONYM_KEY)."
+        ),
+    ] = False,
+    as_of: AsOf = None,
+    team: Team = None,
+    course: Course = None,
+    duckdb: Database = None,
+) -> None:
+    """Write one of the analysis views to a CSV or Parquet file."""
+    from analytics.query import pseudonymize as hide_names
+    from analytics.query import read_view, write_export
+
+    settings = Settings()
+    table = read_view(
+        duckdb or settings.duckdb_path, name, parse_instant(as_of), team, course
+    )
+    if pseudonymize:
+        key = (
+            settings.pseudonym_key.get_secret_value() if settings.pseudonym_key else ""
+        )
+        table = hide_names(table, key.encode())
+    write_export(table, output, output_format.value)
+    stderr.print(f"{table.num_rows} rows of {name} written to {output}")
 
 
 def main() -> None:

@@ -34,6 +34,20 @@ SAMPLE = "samples/alpaclass-demo.jsonl"
 CATCH_UP_TIMEOUT_SECONDS = 300.0
 
 
+# What the demo prints of churn_risk: enough to read a row across a terminal.
+DEMO_COLUMNS = (
+    "student_name",
+    "course_name",
+    "days_since_last_seen",
+    "active_days_28",
+    "trend",
+    "progress",
+    "risk_score",
+    "risk_band",
+    "reasons",
+)
+
+
 @dataclass
 class DemoResult:
     sent: int
@@ -146,7 +160,8 @@ def run_demo(
             "SELECT count(*) FROM student_course_activity"
         ).fetchone()[0]
         cursor = connection.execute(
-            "SELECT * FROM churn_risk_at(?) LIMIT ?", [as_of, limit]
+            f"SELECT {', '.join(DEMO_COLUMNS)} FROM churn_risk_at(?) LIMIT ?",
+            [as_of, limit],
         )
         columns = [d[0] for d in cursor.description]
         top = cursor.fetchall()

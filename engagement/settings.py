@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(default=6066, ge=1, le=65535)
 
     # Snapshots of the worker's state for DuckDB.
+    # Keys the hashes of `engagement export --pseudonymize`: the same key gives
+    # the same pseudonym for a name or e-mail, across exports.
+    pseudonym_key: SecretStr | None = None
     duckdb_path: Path = Path("var/engagement.duckdb")
     duckdb_snapshot_interval_seconds: float = Field(default=60.0, gt=0)
 

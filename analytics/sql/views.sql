@@ -32,19 +32,6 @@ FROM (
 )
 GROUP BY team_id, student_id, course_id, day;
 
--- Recency of every unfinished (team, student, course) as of a reference time.
-CREATE OR REPLACE MACRO churn_risk_at(as_of) AS TABLE
-SELECT team_id, student_id, course_id, student_name, student_email,
-       first_seen_at, last_seen_at, activity_events, lessons_finished,
-       (epoch_us(CAST(as_of AS TIMESTAMPTZ)) - epoch_us(last_seen_at))
-           / 86400e6 AS days_since_last_seen
-FROM student_course_activity
-WHERE last_seen_at IS NOT NULL AND NOT course_finished
-ORDER BY days_since_last_seen DESC, team_id, student_id, course_id;
-
-CREATE OR REPLACE VIEW churn_risk AS
-SELECT * FROM churn_risk_at(now());
-
 -- Signed bodies the receiver could not use, with the reason (the bytes stay
 -- on the rejected topic for its retention). A batch the worker read twice
 -- after a crash wrote its rows twice: one row per record of the topic.
@@ -52,3 +39,311 @@ CREATE OR REPLACE VIEW rejected_events AS
 SELECT received_at, reason, kind, event_id, event_name, size_bytes, sha256
 FROM read_parquet('{snapshots}/rejected_events/*.parquet', union_by_name = true)
 QUALIFY row_number() OVER (PARTITION BY "partition", "offset") = 1;
+
+-- Every analysis below is a table macro <name>_at(as_of, ...) and a view
+-- <name>, the macro as of now(). as_of is a TIMESTAMPTZ. Days are UTC days
+-- whatever the session's time zone: times are compared as epoch
+-- microseconds, and a day starts at (day - 1970-01-01) days after the epoch.
+-- A window of N days holds the days whose start lies in [as_of - N days,
+-- as_of).
+
+CREATE OR REPLACE MACRO engagement_as_of_us(as_of) AS
+    epoch_us(CAST(as_of AS TIMESTAMPTZ));
+
+CREATE OR REPLACE MACRO engagement_day_start_us(day) AS
+    CAST(day - DATE '1970-01-01' AS BIGINT) * 86400000000;
+
+-- The UTC day of an instant, and the Monday that starts its week.
+CREATE OR REPLACE MACRO engagement_utc_day(instant) AS
+    CAST(timezone('UTC', CAST(instant AS TIMESTAMPTZ)) AS DATE);
+
+CREATE OR REPLACE MACRO engagement_week(day) AS
+    CAST(day AS DATE) - CAST(isodow(CAST(day AS DATE)) - 1 AS INTEGER);
+
+-- Each unfinished (team, student, course), with how recently and how often
+-- it was active, and a risk score from 0 (thriving) to 100 (gone):
+--
+--   recency    = min(days since last seen / churned, 1)       weight 0.5
+--   frequency  = 1 - min(active days of the last 28, 14) / 14  weight 0.2
+--   decline    = max(-trend, 0)                                weight 0.2
+--   unfinished = 1 - progress (1 when progress is unknown)     weight 0.1
+--
+-- trend compares the daily rate of activity events of the last 7 days (r7)
+-- with that of the 21 days before (r21): (r7 - r21) / max(r7, r21), from -1
+-- (stopped) through 0 (steady) to 1 (only recently active); 0 when both are
+-- 0. progress is lessons finished over the course's size; AlpaClass does not
+-- send a course's size, so it is estimated as the most lessons any student
+-- of that course at that school has finished (NULL while nobody finished
+-- one; the unfinished term is then 1).
+--
+-- risk_band: onboarding when the student registered less than 7 days before
+-- as_of; otherwise active, cooling, at_risk or churned by days since last
+-- seen, with cut-offs cooling (7), at_risk (14) and churned (30).
+CREATE OR REPLACE MACRO churn_risk_at(as_of, cooling := 7, at_risk := 14, churned := 30) AS TABLE
+WITH point AS (
+    SELECT engagement_as_of_us(as_of) AS now_us, 86400000000 AS day_us
+),
+recent AS (
+    SELECT d.team_id, d.student_id, d.course_id,
+           count(*) FILTER (WHERE engagement_day_start_us(d.day) >= now_us - 7 * day_us)
+               AS active_days_7,
+           count(*) AS active_days_28,
+           coalesce(sum(d.activity_events) FILTER (
+               WHERE engagement_day_start_us(d.day) >= now_us - 7 * day_us), 0) AS events_7,
+           coalesce(sum(d.activity_events) FILTER (
+               WHERE engagement_day_start_us(d.day) < now_us - 7 * day_us), 0) AS events_21
+    FROM engagement_daily AS d, point
+    WHERE d.activity_events > 0
+      AND engagement_day_start_us(d.day) >= now_us - 28 * day_us
+      AND engagement_day_start_us(d.day) < now_us
+    GROUP BY d.team_id, d.student_id, d.course_id
+),
+courses AS (
+    SELECT team_id, course_id, max(lessons_finished) AS course_lessons
+    FROM student_course_activity
+    GROUP BY team_id, course_id
+),
+measured AS (
+    SELECT a.team_id, a.student_id, a.course_id, a.student_name, a.student_email,
+           a.course_name, a.last_seen_at, a.lessons_finished, c.course_lessons,
+           s.created_at,
+           (point.now_us - epoch_us(a.last_seen_at)) / 86400e6 AS days_since_last_seen,
+           coalesce(r.active_days_7, 0) AS active_days_7,
+           coalesce(r.active_days_28, 0) AS active_days_28,
+           coalesce(r.events_7, 0) / 7.0 AS rate_7,
+           coalesce(r.events_21, 0) / 21.0 AS rate_21,
+           s.created_at IS NOT NULL
+               AND epoch_us(s.created_at) > point.now_us - 7 * point.day_us AS onboarding
+    FROM student_course_activity AS a
+    CROSS JOIN point
+    LEFT JOIN recent AS r USING (team_id, student_id, course_id)
+    LEFT JOIN courses AS c USING (team_id, course_id)
+    LEFT JOIN students AS s USING (team_id, student_id)
+    WHERE NOT a.course_finished AND a.last_seen_at IS NOT NULL
+),
+scored AS (
+    SELECT *,
+           CASE WHEN rate_7 = 0 AND rate_21 = 0 THEN 0.0
+                ELSE (rate_7 - rate_21) / greatest(rate_7, rate_21) END AS trend,
+           lessons_finished / nullif(course_lessons, 0) AS progress
+    FROM measured
+),
+banded AS (
+    SELECT *,
+           100 * (0.5 * least(greatest(days_since_last_seen, 0) / churned, 1)
+                  + 0.2 * (1 - least(active_days_28, 14) / 14)
+                  + 0.2 * greatest(-trend, 0)
+                  + 0.1 * (1 - coalesce(progress, 0))) AS risk_score,
+           CASE WHEN onboarding THEN 'onboarding'
+                WHEN days_since_last_seen < cooling THEN 'active'
+                WHEN days_since_last_seen < at_risk THEN 'cooling'
+                WHEN days_since_last_seen < churned THEN 'at_risk'
+                ELSE 'churned' END AS risk_band
+    FROM scored
+)
+SELECT team_id, student_id, course_id, student_name, student_email, course_name,
+       last_seen_at, days_since_last_seen, active_days_7, active_days_28, trend,
+       progress, risk_score, risk_band,
+       nullif(concat_ws('; ',
+           CASE WHEN onboarding THEN 'registered less than 7 days ago' END,
+           CASE WHEN days_since_last_seen >= cooling
+                THEN format('not seen for {} days', CAST(floor(days_since_last_seen) AS BIGINT)) END,
+           CASE WHEN active_days_28 <= 2
+                THEN format('active on {} of the last 28 days', active_days_28) END,
+           CASE WHEN trend <= -0.5 AND rate_21 > 0
+                THEN format('activity down {}% against the 3 weeks before',
+                            CAST(round(-trend * 100) AS BIGINT)) END,
+           CASE WHEN progress < 0.25
+                THEN format('{} of about {} lessons finished', lessons_finished, course_lessons) END
+       ), '') AS reasons
+FROM banded
+ORDER BY risk_score DESC, team_id, student_id, course_id;
+
+CREATE OR REPLACE VIEW churn_risk AS
+SELECT * FROM churn_risk_at(now());
+
+-- Unfinished (team, student, course) not seen for at least min_days.
+CREATE OR REPLACE MACRO inactive_students_at(as_of, min_days := 7) AS TABLE
+SELECT team_id, student_id, course_id, student_name, student_email, course_name,
+       last_seen_at,
+       (engagement_as_of_us(as_of) - epoch_us(last_seen_at)) / 86400e6
+           AS days_since_last_seen
+FROM student_course_activity
+WHERE NOT course_finished
+  AND last_seen_at IS NOT NULL
+  AND (engagement_as_of_us(as_of) - epoch_us(last_seen_at)) / 86400e6 >= min_days
+ORDER BY days_since_last_seen DESC, team_id, student_id, course_id;
+
+CREATE OR REPLACE VIEW inactive_students AS
+SELECT * FROM inactive_students_at(now());
+
+-- Students registered at least min_days before as_of who never did anything
+-- in any course.
+CREATE OR REPLACE MACRO never_started_at(as_of, min_days := 3) AS TABLE
+SELECT s.team_id, s.student_id, s.student_name, s.student_email, s.created_at,
+       (engagement_as_of_us(as_of) - epoch_us(s.created_at)) / 86400e6
+           AS days_since_registration
+FROM students AS s
+WHERE s.created_at IS NOT NULL
+  AND epoch_us(s.created_at) <= engagement_as_of_us(as_of) - min_days * 86400000000
+  AND NOT EXISTS (
+      SELECT 1 FROM student_course_activity AS a
+      WHERE a.team_id = s.team_id AND a.student_id = s.student_id)
+ORDER BY days_since_registration DESC, s.team_id, s.student_id;
+
+CREATE OR REPLACE VIEW never_started AS
+SELECT * FROM never_started_at(now());
+
+-- Per team and day of the last `days` days, per course and school-wide
+-- (course_id NULL): students active that day, in the 7 and the 28 days
+-- ending that day, and stickiness (active that day over active in the 28).
+-- Days on which nobody was active in the 28 days ending then have no row.
+CREATE OR REPLACE MACRO daily_active_at(as_of, days := 35) AS TABLE
+WITH point AS (
+    SELECT engagement_as_of_us(as_of) AS now_us, 86400000000 AS day_us
+),
+calendar AS (
+    SELECT DATE '1970-01-01' + CAST(n AS INTEGER) AS day
+    FROM (
+        SELECT unnest(range(
+            CAST(ceil((now_us - days * day_us) / day_us) AS BIGINT),
+            CAST(ceil(now_us / day_us) AS BIGINT))) AS n
+        FROM point)
+),
+active AS (
+    SELECT DISTINCT team_id, course_id, student_id, day
+    FROM engagement_daily, point
+    WHERE activity_events > 0
+      AND engagement_day_start_us(day) < now_us
+      AND engagement_day_start_us(day) >= now_us - (days + 28) * day_us
+),
+spans AS (
+    SELECT c.day, a.team_id, a.course_id, a.student_id, a.day AS active_day
+    FROM calendar AS c
+    JOIN active AS a ON a.day <= c.day AND a.day > c.day - 28
+)
+SELECT team_id, course_id, day,
+       count(DISTINCT student_id) FILTER (WHERE active_day = day) AS active_students,
+       count(DISTINCT student_id) FILTER (WHERE active_day > day - 7) AS active_students_7d,
+       count(DISTINCT student_id) AS active_students_28d,
+       count(DISTINCT student_id) FILTER (WHERE active_day = day)
+           / count(DISTINCT student_id) AS stickiness
+FROM spans
+GROUP BY GROUPING SETS ((team_id, course_id, day), (team_id, day))
+ORDER BY team_id, day, course_id NULLS FIRST;
+
+CREATE OR REPLACE VIEW daily_active AS
+SELECT * FROM daily_active_at(now());
+
+-- The weeks (Monday, UTC) in which each student was active before as_of.
+CREATE OR REPLACE MACRO engagement_active_weeks(as_of) AS TABLE
+SELECT DISTINCT team_id, student_id, engagement_week(day) AS week
+FROM engagement_daily
+WHERE activity_events > 0
+  AND engagement_day_start_us(day) < engagement_as_of_us(as_of);
+
+-- Per team: students by the week they registered (Monday, UTC), and for each
+-- week since, how many of them were active in it. Weeks that had not begun
+-- by as_of have no row.
+CREATE OR REPLACE MACRO cohort_retention_at(as_of) AS TABLE
+WITH point AS (
+    SELECT engagement_as_of_us(as_of) AS now_us,
+           engagement_week(engagement_utc_day(as_of)) AS current_week
+),
+cohorts AS (
+    SELECT team_id, student_id, engagement_week(engagement_utc_day(created_at)) AS cohort_week
+    FROM students, point
+    WHERE created_at IS NOT NULL AND epoch_us(created_at) < now_us
+),
+sizes AS (
+    SELECT team_id, cohort_week, count(*) AS cohort_size
+    FROM cohorts GROUP BY team_id, cohort_week
+),
+grid AS (
+    SELECT team_id, cohort_week, cohort_size,
+           unnest(range(0, CAST((current_week - cohort_week) / 7 + 1 AS BIGINT)))
+               AS weeks_since_registration
+    FROM sizes, point
+),
+weekly AS (SELECT * FROM engagement_active_weeks(as_of)),
+retained AS (
+    SELECT c.team_id, c.cohort_week,
+           CAST((w.week - c.cohort_week) / 7 AS BIGINT) AS weeks_since_registration,
+           count(*) AS active_students
+    FROM cohorts AS c
+    JOIN weekly AS w USING (team_id, student_id)
+    WHERE w.week >= c.cohort_week
+    GROUP BY ALL
+)
+SELECT g.team_id, g.cohort_week, g.weeks_since_registration, g.cohort_size,
+       coalesce(r.active_students, 0) AS active_students,
+       coalesce(r.active_students, 0) / g.cohort_size AS share_active
+FROM grid AS g
+LEFT JOIN retained AS r USING (team_id, cohort_week, weeks_since_registration)
+ORDER BY g.team_id, g.cohort_week, g.weeks_since_registration;
+
+CREATE OR REPLACE VIEW cohort_retention AS
+SELECT * FROM cohort_retention_at(now());
+
+-- Per team and week (Monday, UTC), from a team's first active week to the
+-- week of as_of: students active for the first time (new), active this week
+-- and the week before (returning), active again after at least a week away
+-- (resurrecting), and active the week before but not this one (dormant).
+CREATE OR REPLACE MACRO weekly_lifecycle_at(as_of) AS TABLE
+WITH point AS (
+    SELECT engagement_as_of_us(as_of) AS now_us,
+           engagement_week(engagement_utc_day(as_of)) AS current_week
+),
+weekly AS (SELECT * FROM engagement_active_weeks(as_of)),
+firsts AS (
+    SELECT team_id, student_id, min(week) AS first_week
+    FROM weekly GROUP BY team_id, student_id
+),
+weeks AS (
+    SELECT team_id,
+           min(first_week) + 7 * CAST(unnest(range(0,
+               CAST((max(current_week) - min(first_week)) / 7 + 1 AS BIGINT))) AS INTEGER)
+               AS week
+    FROM firsts, point
+    GROUP BY team_id
+),
+students_weeks AS (
+    SELECT w.team_id, w.week, f.student_id, f.first_week,
+           EXISTS (SELECT 1 FROM weekly AS a WHERE a.team_id = w.team_id
+                   AND a.student_id = f.student_id AND a.week = w.week) AS now_active,
+           EXISTS (SELECT 1 FROM weekly AS a WHERE a.team_id = w.team_id
+                   AND a.student_id = f.student_id AND a.week = w.week - 7) AS was_active
+    FROM weeks AS w
+    JOIN firsts AS f ON f.team_id = w.team_id AND f.first_week <= w.week
+)
+SELECT team_id, week,
+       count(*) FILTER (WHERE now_active AND first_week = week) AS new_students,
+       count(*) FILTER (WHERE now_active AND was_active) AS returning_students,
+       count(*) FILTER (WHERE now_active AND NOT was_active AND first_week < week)
+           AS resurrecting_students,
+       count(*) FILTER (WHERE was_active AND NOT now_active) AS dormant_students
+FROM students_weeks
+GROUP BY team_id, week
+ORDER BY team_id, week;
+
+CREATE OR REPLACE VIEW weekly_lifecycle AS
+SELECT * FROM weekly_lifecycle_at(now());
+
+-- Per (team, course): students who started it by as_of, and how many of them
+-- have finished at least a lesson, at least a module, the course, and
+-- opened the certificate (as the state stands now).
+CREATE OR REPLACE MACRO course_funnel_at(as_of) AS TABLE
+SELECT team_id, course_id,
+       arg_max(course_name, last_seen_at) AS course_name,
+       count(*) AS started,
+       count(*) FILTER (WHERE lessons_finished >= 1) AS finished_a_lesson,
+       count(*) FILTER (WHERE modules_finished >= 1) AS finished_a_module,
+       count(*) FILTER (WHERE course_finished) AS finished_course,
+       count(*) FILTER (WHERE certificate_accessed) AS accessed_certificate
+FROM student_course_activity
+WHERE epoch_us(first_seen_at) < engagement_as_of_us(as_of)
+GROUP BY team_id, course_id
+ORDER BY team_id, started DESC, course_id;
+
+CREATE OR REPLACE VIEW course_funnel AS
+SELECT * FROM course_funnel_at(now());
