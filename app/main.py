@@ -77,7 +77,11 @@ students = app.Table(
     value_type=bytes,
     partitions=settings.kafka_topic_partitions,
 )
-snapshotter = Snapshotter(settings.duckdb_path, settings.snapshot_dir)
+snapshotter = Snapshotter(
+    settings.duckdb_path,
+    settings.snapshot_dir,
+    settings.duckdb_snapshot_grace_seconds,
+)
 
 EVENTS = MetricCounter(
     "engagement_worker_events_total", "Records consumed, by outcome", ["outcome"]

@@ -26,7 +26,12 @@ import pyarrow.parquet as pq
 
 from analytics.catalog import write_catalog
 from analytics.schema import SNAPSHOT_TABLES
-from analytics.snapshots import partition_file, write_file, write_partition
+from analytics.snapshots import (
+    latest_partition_file,
+    prune_versions,
+    write_file,
+    write_partition,
+)
 from app.state import CourseActivity, Student
 
 logger = logging.getLogger(__name__)
@@ -62,12 +67,14 @@ class SnapshotResult:
 class Snapshotter:
     """Writes one Parquet file per owned partition and table."""
 
-    def __init__(self, db_path: Path, snapshot_dir: Path) -> None:
+    def __init__(
+        self, db_path: Path, snapshot_dir: Path, grace_seconds: float = 900.0
+    ) -> None:
         self.db_path = db_path
         self.snapshot_dir = snapshot_dir
+        self.grace_seconds = grace_seconds
         self.last: SnapshotResult | None = None
         self._lock = asyncio.Lock()
-        self._catalog_written = False
 
     async def snapshot(
         self,
@@ -84,7 +91,7 @@ class Snapshotter:
             }
             self._collect_courses(courses, tables, taken_at)
             self._collect_students(students, tables["students"], taken_at)
-            await asyncio.to_thread(self._write, tables)
+            await asyncio.to_thread(self._write, tables, taken_at)
 
             written = tables["student_course_activity"].values()
             rows = sum(len(columns["team_id"]) for columns in written)
@@ -158,19 +165,24 @@ class Snapshotter:
             target["created_at"].append(_instant(created))  # type: ignore[arg-type]
             target["snapshot_at"].append(at)
 
-    def _write(self, tables: dict[str, dict[int, Columns]]) -> None:
-        if not self._catalog_written:
-            write_catalog(self.db_path, self.snapshot_dir)
-            self._catalog_written = True
+    def _write(self, tables: dict[str, dict[int, Columns]], taken_at: datetime) -> None:
         for partition, columns in tables["engagement_daily"].items():
             self._archive_released_days(partition, columns)
         for name, partitions in tables.items():
             for partition, columns in partitions.items():
-                write_partition(self.snapshot_dir, name, partition, columns)
+                write_partition(self.snapshot_dir, name, partition, columns, taken_at)
+        # Last: until the catalog names the new files, readers see the
+        # previous snapshot whole, and so does anyone after a crash.
+        write_catalog(self.db_path, self.snapshot_dir)
+        removed = prune_versions(self.snapshot_dir, self.grace_seconds)
+        if removed:
+            logger.info("Deleted %d superseded snapshot files", removed)
 
     def _archive_released_days(self, partition: int, current: Columns) -> None:
-        previous_path = partition_file(self.snapshot_dir, "engagement_daily", partition)
-        if not previous_path.exists():
+        previous_path = latest_partition_file(
+            self.snapshot_dir, "engagement_daily", partition
+        )
+        if previous_path is None:
             return
         previous = pq.read_table(previous_path)
         if previous.num_rows == 0:

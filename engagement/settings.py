@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     pseudonym_key: SecretStr | None = None
     duckdb_path: Path = Path("var/engagement.duckdb")
     duckdb_snapshot_interval_seconds: float = Field(default=60.0, gt=0)
+    # How long a snapshot file is kept once a newer one replaced it: a reader's
+    # connection sees the snapshot current when it opened the database.
+    duckdb_snapshot_grace_seconds: float = Field(default=900.0, ge=0)
 
     @field_validator("webhook_secrets", mode="before")
     @classmethod

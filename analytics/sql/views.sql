@@ -1,18 +1,19 @@
 -- Views and macros of the engagement database. The worker writes Parquet
 -- snapshots; this file only reads them, so a reader never blocks a snapshot.
--- {snapshots} is replaced by the absolute snapshot directory.
+-- {snapshots} is replaced by the absolute snapshot directory, and
+-- {files:<table>} by the list of the newest file of each of its partitions.
 
 CREATE OR REPLACE VIEW student_course_activity AS
 SELECT team_id, student_id, course_id, first_seen_at, last_seen_at,
        activity_events, lessons_finished, modules_finished, course_finished,
        favorites, comments, certificate_accessed, last_event,
        student_name, student_email, course_name, team_name, snapshot_at
-FROM read_parquet('{snapshots}/student_course_activity/*.parquet',
+FROM read_parquet({files:student_course_activity},
                   union_by_name = true);
 
 CREATE OR REPLACE VIEW students AS
 SELECT team_id, student_id, student_name, student_email, created_at, snapshot_at
-FROM read_parquet('{snapshots}/students/*.parquet', union_by_name = true);
+FROM read_parquet({files:students}, union_by_name = true);
 
 -- The worker's recent days, plus the days it let go, as they were then. A
 -- day let go and then reached by a late event appears in both: the sum is
@@ -24,7 +25,7 @@ SELECT team_id, student_id, course_id, day,
        sum(lesson_finishes)::BIGINT AS lesson_finishes,
        sum(comments)::BIGINT AS comments
 FROM (
-    SELECT * FROM read_parquet('{snapshots}/engagement_daily/*.parquet',
+    SELECT * FROM read_parquet({files:engagement_daily},
                                union_by_name = true)
     UNION ALL BY NAME
     SELECT * FROM read_parquet('{snapshots}/engagement_daily_archive/*.parquet',
