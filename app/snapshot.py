@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -196,7 +197,7 @@ class Snapshotter:
         if not any(released):
             return
 
-        rows = previous.filter(pc.array(released))
+        rows = previous.filter(pa.array(released))
         taken = pc.max(previous.column("snapshot_at")).as_py()
         name = f"partition-{partition:04d}-from-{taken:%Y%m%dT%H%M%S%f}.parquet"
         write_file(self.snapshot_dir / "engagement_daily_archive" / name, rows)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import date
 from pathlib import Path
 
 from analytics.catalog import connect_readonly
@@ -194,3 +195,39 @@ def test_superseded_files_go_after_the_grace_period(tmp_path):
         assert connection.execute(
             "SELECT count(*), min(activity_events) FROM student_course_activity"
         ).fetchone() == (100, 4)
+
+
+def test_days_the_worker_lets_go_stay_in_engagement_daily(tmp_path):
+    db_path = tmp_path / "engagement.duckdb"
+    snapshotter = Snapshotter(db_path, tmp_path / "snapshots")
+    old_day, recent_day = 20_700, 20_787  # 2026-09-04 and 2026-11-30
+
+    def state(days: dict[int, list[int]]) -> bytes:
+        record = CourseActivity("team", "s1", "course", 0)
+        record.first_seen_at = record.last_seen_at = 1_796_000_000_000_000
+        record.activity_events = sum(counts[0] for counts in days.values())
+        record.days = days
+        return record.dumps()
+
+    def daily() -> dict:
+        with connect_readonly(db_path) as connection:
+            rows = connection.execute(
+                "SELECT day, activity_events, visits, lesson_finishes, comments "
+                "FROM engagement_daily"
+            ).fetchall()
+        return {(day - date(1970, 1, 1)).days: counts for day, *counts in rows}
+
+    def snap(days: dict[int, list[int]]) -> None:
+        asyncio.run(snapshotter.snapshot([state(days)], [], {0}))
+
+    snap({old_day: [3, 2, 1, 0], recent_day: [1, 1, 0, 0]})
+    assert daily() == {old_day: [3, 2, 1, 0], recent_day: [1, 1, 0, 0]}
+    # Past the horizon, the worker lets the old day go: DuckDB keeps it.
+    snap({recent_day: [2, 1, 0, 0]})
+    assert daily() == {old_day: [3, 2, 1, 0], recent_day: [2, 1, 0, 0]}
+    # A late event lands in the old day again: the day's total is the sum.
+    snap({old_day: [1, 0, 0, 1], recent_day: [2, 1, 0, 0]})
+    assert daily() == {old_day: [4, 2, 1, 1], recent_day: [2, 1, 0, 0]}
+    # Let go a second time: two archived pieces of one day, still one row.
+    snap({recent_day: [2, 1, 0, 0]})
+    assert daily() == {old_day: [4, 2, 1, 1], recent_day: [2, 1, 0, 0]}
