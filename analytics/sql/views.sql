@@ -17,19 +17,32 @@ FROM read_parquet({files:students}, union_by_name = true);
 
 -- The worker's recent days, plus the days it let go, as they were then. A
 -- day let go and then reached by a late event appears in both: the sum is
--- its total.
+-- its total. Only the days found in the archive are summed; the rest (the
+-- great majority) pass through as they are.
 CREATE OR REPLACE VIEW engagement_daily AS
+WITH recent AS (
+    SELECT team_id, student_id, course_id, day, activity_events, visits,
+           lesson_finishes, comments
+    FROM read_parquet({files:engagement_daily}, union_by_name = true)
+),
+released AS (
+    SELECT team_id, student_id, course_id, day, activity_events, visits,
+           lesson_finishes, comments
+    FROM read_parquet('{snapshots}/engagement_daily_archive/*.parquet',
+                      union_by_name = true)
+)
 SELECT team_id, student_id, course_id, day,
-       sum(activity_events)::BIGINT AS activity_events,
-       sum(visits)::BIGINT AS visits,
-       sum(lesson_finishes)::BIGINT AS lesson_finishes,
-       sum(comments)::BIGINT AS comments
+       activity_events::BIGINT AS activity_events, visits::BIGINT AS visits,
+       lesson_finishes::BIGINT AS lesson_finishes, comments::BIGINT AS comments
+FROM recent ANTI JOIN released USING (team_id, student_id, course_id, day)
+UNION ALL
+SELECT team_id, student_id, course_id, day,
+       sum(activity_events)::BIGINT, sum(visits)::BIGINT,
+       sum(lesson_finishes)::BIGINT, sum(comments)::BIGINT
 FROM (
-    SELECT * FROM read_parquet({files:engagement_daily},
-                               union_by_name = true)
-    UNION ALL BY NAME
-    SELECT * FROM read_parquet('{snapshots}/engagement_daily_archive/*.parquet',
-                               union_by_name = true)
+    SELECT * FROM released
+    UNION ALL
+    SELECT * FROM recent SEMI JOIN released USING (team_id, student_id, course_id, day)
 )
 GROUP BY team_id, student_id, course_id, day;
 
@@ -199,6 +212,15 @@ SELECT * FROM never_started_at(now());
 -- (course_id NULL): students active that day, in the 7 and the 28 days
 -- ending that day, and stickiness (active that day over active in the 28).
 -- Days on which nobody was active in the 28 days ending then have no row.
+--
+-- Counted without pairing every day with every active day: a student active
+-- on day a counts for the n days from a on (n = 1, 7, 28). Active days less
+-- than n apart make one span, which adds 1 on its first day and takes it
+-- away n days after its last; so an active day adds 1 unless the student's
+-- previous one is less than n days before, and takes 1 away n days later
+-- unless the next one comes sooner. A day's count is the running sum of
+-- those changes up to it (an ASOF join). '' stands for "the whole school"
+-- inside, as no id is empty.
 CREATE OR REPLACE MACRO daily_active_at(as_of, days := 35) AS TABLE
 WITH point AS (
     SELECT engagement_as_of_us(as_of) AS now_us, 86400000000 AS day_us
@@ -211,26 +233,70 @@ calendar AS (
             CAST(ceil(now_us / day_us) AS BIGINT))) AS n
         FROM point)
 ),
-active AS (
-    SELECT DISTINCT team_id, course_id, student_id, day
+recent AS (
+    SELECT team_id, course_id, student_id, day
     FROM engagement_daily, point
     WHERE activity_events > 0
       AND engagement_day_start_us(day) < now_us
       AND engagement_day_start_us(day) >= now_us - (days + 28) * day_us
 ),
-spans AS (
-    SELECT c.day, a.team_id, a.course_id, a.student_id, a.day AS active_day
-    FROM calendar AS c
-    JOIN active AS a ON a.day <= c.day AND a.day > c.day - 28
+active AS (
+    -- engagement_daily has one row per (team, student, course, day) already.
+    SELECT team_id, course_id, student_id, day FROM recent
+    UNION ALL
+    SELECT DISTINCT team_id, '' AS course_id, student_id, day FROM recent
+),
+widths(width) AS (VALUES (1), (7), (28)),
+neighbours AS (
+    SELECT team_id, course_id, day,
+           day - lag(day) OVER by_student AS since_previous,
+           lead(day) OVER by_student - day AS until_next
+    FROM active
+    WINDOW by_student AS (PARTITION BY team_id, course_id, student_id ORDER BY day)
+),
+deltas AS (
+    SELECT team_id, course_id, width, day, 1 AS delta
+    FROM neighbours, widths
+    WHERE since_previous IS NULL OR since_previous >= width
+    UNION ALL
+    SELECT team_id, course_id, width, day + width AS day, -1 AS delta
+    FROM neighbours, widths
+    WHERE until_next IS NULL OR until_next >= width
+),
+changes AS (
+    SELECT team_id, course_id, width, day,
+           CAST(sum(sum(delta)) OVER (
+               PARTITION BY team_id, course_id, width ORDER BY day) AS BIGINT)
+               AS students
+    FROM deltas
+    GROUP BY team_id, course_id, width, day
+),
+grid AS (
+    SELECT g.team_id, g.course_id, c.day, w.width
+    FROM (SELECT DISTINCT team_id, course_id FROM active) AS g, calendar AS c, widths AS w
+),
+counted AS (
+    SELECT grid.team_id, grid.course_id, grid.day, grid.width,
+           coalesce(changes.students, 0) AS students
+    FROM grid
+    ASOF LEFT JOIN changes
+        ON grid.team_id = changes.team_id
+       AND grid.course_id = changes.course_id
+       AND grid.width = changes.width
+       AND grid.day >= changes.day
+),
+pivoted AS (
+    SELECT team_id, nullif(course_id, '') AS course_id, day,
+           max(students) FILTER (WHERE width = 1) AS active_students,
+           max(students) FILTER (WHERE width = 7) AS active_students_7d,
+           max(students) FILTER (WHERE width = 28) AS active_students_28d
+    FROM counted
+    GROUP BY team_id, course_id, day
 )
-SELECT team_id, course_id, day,
-       count(DISTINCT student_id) FILTER (WHERE active_day = day) AS active_students,
-       count(DISTINCT student_id) FILTER (WHERE active_day > day - 7) AS active_students_7d,
-       count(DISTINCT student_id) AS active_students_28d,
-       count(DISTINCT student_id) FILTER (WHERE active_day = day)
-           / count(DISTINCT student_id) AS stickiness
-FROM spans
-GROUP BY GROUPING SETS ((team_id, course_id, day), (team_id, day))
+SELECT team_id, course_id, day, active_students, active_students_7d,
+       active_students_28d, active_students / active_students_28d AS stickiness
+FROM pivoted
+WHERE active_students_28d > 0
 ORDER BY team_id, day, course_id NULLS FIRST;
 
 CREATE OR REPLACE VIEW daily_active AS

@@ -1,0 +1,183 @@
+"""Snapshot and analysis times at a million keys, each beside its floor.
+
+    .venv/bin/python benchmarks/analytics_at_scale.py --keys 1000000
+
+No broker: the state records are made here, as the worker's tables hold
+them (each key active on a few of the last 35 days), and handed to the
+worker's Snapshotter, as a snapshot would. Then, in the same run:
+
+- full snapshot: the Snapshotter writing every key (decode the records,
+  build the columns, write Parquet, rebuild the catalog), against DuckDB
+  writing the same rows from one Arrow table already in memory (the floor);
+- churn_risk and daily_active (35 days) through the database's views over
+  the snapshot files, against the same SQL over plain DuckDB tables holding
+  the same rows.
+
+Results are printed as a table and, with --output, appended to a Markdown file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from analytics.catalog import connect_readonly, views_sql  # noqa: E402
+from app.snapshot import Snapshotter  # noqa: E402
+from app.state import DAY_US, CourseActivity, Student  # noqa: E402
+from benchmarks.report import publish  # noqa: E402
+
+PARTITIONS = 8
+AS_OF = datetime(2026, 12, 1, tzinfo=UTC)
+AS_OF_US = int(AS_OF.timestamp() * 1_000_000)
+
+
+def make_records(keys: int, seed: int) -> tuple[list[bytes], list[bytes]]:
+    """Course records over 50 schools, ~3 courses a student; their students."""
+    rng = random.Random(seed)
+    courses, students = [], []
+    student = 0
+    made = 0
+    while made < keys:
+        team = f"school-{student % 50}"
+        partition = student % PARTITIONS
+        for course in range(min(rng.randint(1, 5), keys - made)):
+            state = CourseActivity(team, f"s{student}", f"c{course}", partition)
+            days = sorted(rng.sample(range(1, 36), rng.randint(1, 8)))
+            for back in days:
+                sent = AS_OF_US - back * DAY_US + rng.randrange(DAY_US)
+                state.days[sent // DAY_US] = [rng.randint(1, 6), 1, 0, 0]
+                state.first_seen_at = min(state.first_seen_at or sent, sent)
+                state.last_seen_at = max(state.last_seen_at or sent, sent)
+            state.activity_events = sum(c[0] for c in state.days.values())
+            state.student_name = [0, "x", f"Student {student}"]
+            state.lessons = {str(n): [0, "x", 1] for n in range(rng.randint(0, 10))}
+            courses.append(state.dumps())
+            made += 1
+        created = Student(team, f"s{student}", partition)
+        created.created = [0, "x", AS_OF_US - rng.randint(1, 90) * DAY_US]
+        students.append(created.dumps())
+        student += 1
+    return courses, students
+
+
+def snapshot_seconds(workdir: Path, courses, students) -> tuple[float, Path]:
+    db_path = workdir / "engagement.duckdb"
+    snapshotter = Snapshotter(db_path, workdir / "snapshots")
+    started = time.perf_counter()
+    asyncio.run(snapshotter.snapshot(courses, students, set(range(PARTITIONS))))
+    return time.perf_counter() - started, db_path
+
+
+def arrow_floor_seconds(workdir: Path, db_path: Path) -> tuple[float, Path]:
+    """DuckDB writing the snapshot's rows from Arrow tables in memory."""
+    with connect_readonly(db_path) as connection:
+        tables = {
+            name: connection.sql(f"SELECT * FROM {name}").to_arrow_table()
+            for name in ("student_course_activity", "students", "engagement_daily")
+        }
+    plain = workdir / "plain.duckdb"
+    connection = duckdb.connect(str(plain))
+    started = time.perf_counter()
+    for name, table in tables.items():
+        connection.register("rows", table)
+        target = workdir / f"floor-{name}.parquet"
+        connection.execute(
+            f"COPY rows TO '{target}' (FORMAT parquet, COMPRESSION zstd)"
+        )
+        connection.unregister("rows")
+    seconds = time.perf_counter() - started
+    # The plain tables the query floors read.
+    for name, table in tables.items():
+        connection.register("rows", table)
+        connection.execute(f"CREATE TABLE {name}_plain AS SELECT * FROM rows")
+        connection.unregister("rows")
+    connection.close()
+    return seconds, plain
+
+
+def plain_catalog(plain: Path, snapshot_dir: Path) -> None:
+    """The same views and macros, but over the plain tables."""
+    sql = views_sql(snapshot_dir)
+    analyses = sql[sql.index("-- Every analysis below") :]
+    connection = duckdb.connect(str(plain))
+    connection.execute(
+        "CREATE OR REPLACE VIEW student_course_activity AS "
+        "SELECT * FROM student_course_activity_plain;"
+        "CREATE OR REPLACE VIEW students AS SELECT * FROM students_plain;"
+        "CREATE OR REPLACE VIEW engagement_daily AS "
+        "SELECT * FROM engagement_daily_plain;"
+    )
+    connection.execute(analyses)
+    connection.close()
+
+
+def query_seconds(db_path: Path, sql: str, repeat: int = 3) -> tuple[float, int]:
+    best, rows = float("inf"), 0
+    with duckdb.connect(str(db_path), read_only=True) as connection:
+        for _ in range(repeat):
+            started = time.perf_counter()
+            # Into Arrow, as a dashboard or a DataFrame would take it.
+            rows = connection.sql(sql, params=[AS_OF]).to_arrow_table().num_rows
+            best = min(best, time.perf_counter() - started)
+    return best, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--output", type=Path, help="Append the results here.")
+    args = parser.parse_args()
+
+    made = time.perf_counter()
+    courses, students = make_records(args.keys, args.seed)
+    print(
+        f"{len(courses):,} course records, {len(students):,} students "
+        f"made in {time.perf_counter() - made:.0f} s",
+        file=sys.stderr,
+    )
+    with tempfile.TemporaryDirectory(prefix="analytics-bench-") as tmp:
+        workdir = Path(tmp)
+        full, db_path = snapshot_seconds(workdir, courses, students)
+        floor, plain = arrow_floor_seconds(workdir, db_path)
+        plain_catalog(plain, workdir / "snapshots")
+        rows = [
+            ["full snapshot", f"{full:.2f}", f"{floor:.2f}", f"{full / floor:.1f}×"]
+        ]
+        for name, sql in (
+            ("churn_risk", "SELECT * FROM churn_risk_at(?)"),
+            ("daily_active, 35 days", "SELECT * FROM daily_active_at(?)"),
+        ):
+            ours, count = query_seconds(db_path, sql)
+            base, same = query_seconds(plain, sql)
+            assert count == same, (name, count, same)
+            rows.append(
+                [
+                    f"{name} ({count:,} rows)",
+                    f"{ours:.2f}",
+                    f"{base:.2f}",
+                    f"{ours / base:.1f}×",
+                ]
+            )
+    publish(
+        f"analytics at {len(courses):,} keys",
+        ["step", "seconds", "floor seconds", "ratio"],
+        rows,
+        args.output,
+        numeric=(False, True, True, True),
+    )
+
+
+if __name__ == "__main__":
+    main()
