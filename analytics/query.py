@@ -11,6 +11,7 @@ import hmac
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -48,7 +49,8 @@ def read_view(
     if not db_path.exists():
         raise QueryError(
             f"{db_path} does not exist yet: the worker writes it at its first "
-            "snapshot (or run `engagement demo`)."
+            "snapshot. `engagement demo` writes var/demo/engagement.duckdb: "
+            "pass --duckdb var/demo/engagement.duckdb to query that one."
         )
 
     if view.as_of:
@@ -69,8 +71,31 @@ def read_view(
     if limit is not None:
         sql += " LIMIT ?"
         parameters.append(limit)
-    with connect_readonly(db_path) as connection:
-        return connection.sql(sql, params=parameters).to_arrow_table()
+    if not db_path.is_file():
+        raise QueryError(f"{db_path} is not a file: name the .duckdb database.")
+    try:
+        with connect_readonly(db_path) as connection:
+            return connection.sql(sql, params=parameters).to_arrow_table()
+    except duckdb.Error as error:
+        raise QueryError(_explain(db_path, error)) from None
+
+
+def _explain(db_path: Path, error: duckdb.Error) -> str:
+    """What a DuckDB failure means for someone querying the engagement database."""
+    text = str(error).splitlines()[0]
+    if isinstance(error, duckdb.CatalogException):
+        return (
+            f"{db_path} has no engagement views ({text}); it is not the worker's "
+            "database, or was written by an older version: a snapshot rewrites it."
+        )
+    if isinstance(error, duckdb.IOException):
+        return (
+            f"Could not read {db_path} or its snapshot files ({text}). The views "
+            "name the snapshot folder by its absolute path, so the database "
+            "cannot be moved or copied without it; a database replaced by a new "
+            "demo run loses its old files."
+        )
+    return f"The query failed: {text}"
 
 
 def pseudonymize(table: pa.Table, key: bytes) -> pa.Table:
@@ -95,15 +120,29 @@ def pseudonymize(table: pa.Table, key: bytes) -> pa.Table:
     return table
 
 
+def export_format(output: Path, file_format: str | None) -> str:
+    """The format asked for, or the one the file name says (.parquet, else csv)."""
+    if file_format is None:
+        return "parquet" if output.suffix.lower() == ".parquet" else "csv"
+    return file_format
+
+
 def write_export(table: pa.Table, output: Path, file_format: str) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if file_format == "parquet":
-        pq.write_table(table, output, compression="zstd")
-    elif file_format == "csv":
-        # Lists (none in the views today) would not fit a CSV cell.
-        pa_csv.write_csv(_flat(table), output)
-    else:
-        raise QueryError(f"Unknown export format {file_format!r}: csv or parquet.")
+    if output.is_dir() or not output.name:
+        raise QueryError(f"{output} is a folder: name the file to write.")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if file_format == "parquet":
+            pq.write_table(table, output, compression="zstd")
+        elif file_format == "csv":
+            # Lists (none in the views today) would not fit a CSV cell.
+            pa_csv.write_csv(_flat(table), output)
+        else:
+            raise QueryError(f"Unknown export format {file_format!r}: csv or parquet.")
+    except OSError as error:
+        raise QueryError(
+            f"Could not write {output}: {error.strerror or error}"
+        ) from None
 
 
 def _flat(table: pa.Table) -> pa.Table:

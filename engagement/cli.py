@@ -256,7 +256,14 @@ def snapshot(
     """Ask a running worker to write a snapshot now."""
     import httpx
 
-    response = httpx.post(f"{url or Settings().worker_url}/snapshot", timeout=120)
+    target = url or Settings().worker_url
+    try:
+        response = httpx.post(f"{target}/snapshot", timeout=120)
+    except httpx.HTTPError as error:
+        raise EngagementError(
+            f"No worker answered at {target} ({type(error).__name__}): is "
+            "`engagement worker` (or `engagement run`) running there?"
+        ) from None
     print(response.text)
     raise typer.Exit(0 if response.status_code == 200 else 1)
 
@@ -324,7 +331,9 @@ def query(
     as_of: AsOf = None,
     team: Team = None,
     course: Course = None,
-    limit: Annotated[int | None, typer.Option(min=0, help="At most N rows.")] = 50,
+    limit: Annotated[
+        int | None, typer.Option(min=0, max=2**63 - 1, help="At most N rows.")
+    ] = 50,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="How to print the rows.")
     ] = OutputFormat.table,
@@ -364,8 +373,11 @@ def export(
     name: ViewName,
     output: Annotated[Path, typer.Option(help="The file to write.")],
     output_format: Annotated[
-        ExportFormat, typer.Option("--format", help="File format.")
-    ] = ExportFormat.csv,
+        ExportFormat | None,
+        typer.Option(
+            "--format", help="File format. Default: from the file name (.parquet)."
+        ),
+    ] = None,
     pseudonymize: Annotated[
         bool,
         typer.Option(
@@ -379,8 +391,8 @@ def export(
     duckdb: Database = None,
 ) -> None:
     """Write one of the analysis views to a CSV or Parquet file."""
+    from analytics.query import export_format, read_view, write_export
     from analytics.query import pseudonymize as hide_names
-    from analytics.query import read_view, write_export
 
     settings = Settings()
     table = read_view(
@@ -391,8 +403,9 @@ def export(
             settings.pseudonym_key.get_secret_value() if settings.pseudonym_key else ""
         )
         table = hide_names(table, key.encode())
-    write_export(table, output, output_format.value)
-    stderr.print(f"{table.num_rows} rows of {name} written to {output}")
+    file_format = export_format(output, output_format and output_format.value)
+    write_export(table, output, file_format)
+    stderr.print(f"{table.num_rows} rows of {name} written to {output} ({file_format})")
 
 
 def main() -> None:

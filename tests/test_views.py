@@ -144,11 +144,11 @@ def test_churn_risk(stream, cutoffs):
         active_28 = sum(1 for day in days if _in_window(day, 28))
         registered = stream.students.get((team, student))
         created = registered.created_at if registered else None
-        onboarding = created is not None and created > AS_OF - 7 * DAY
+        onboarding = created is not None and AS_OF - 7 * DAY < created <= AS_OF
         score = 100 * (
             0.5 * min(max(since, 0) / churned, 1)
             + 0.2 * (1 - min(active_28, 14) / 14)
-            + 0.2 * max(-trend, 0)
+            + 0.2 * (1 if active_28 == 0 else max(-trend, 0))
             + 0.1 * (1 - (progress or 0))
         )
         if onboarding:
@@ -196,6 +196,22 @@ def test_churn_risk(stream, cutoffs):
     scores = [row["risk_score"] for row in got]
     assert scores == sorted(scores, reverse=True)
     assert all(0 <= score <= 100 for score in scores)
+
+
+def test_churn_risk_as_of_a_past_time_leaves_out_later_keys(stream):
+    past = datetime(2026, 11, 15, tzinfo=UTC)
+    got = stream.rows("SELECT * FROM churn_risk_at(?)", past)
+    want = {
+        key
+        for key, state in stream.activity.items()
+        if not state.course_finished and state.first_seen_at <= past
+    }
+    assert {(r["team_id"], r["student_id"], r["course_id"]) for r in got} == want
+    for row in got:
+        key = (row["team_id"], row["student_id"], row["course_id"])
+        since = max((past - stream.activity[key].last_seen_at).total_seconds(), 0)
+        assert row["days_since_last_seen"] == pytest.approx(since / 86_400, abs=1e-9)
+        assert 0 <= row["risk_score"] <= 100
 
 
 @pytest.mark.parametrize("min_days", [7, 14])
@@ -313,7 +329,8 @@ def test_weekly_lifecycle(stream):
     for (team, student), weeks in weeks_active.items():
         by_team[team][student] = weeks
 
-    current = _monday(AS_OF.date())
+    # The last week that ended by AS_OF.
+    current = _monday((AS_OF - 7 * DAY).date())
     want = {}
     for team, students in by_team.items():
         week = min(min(weeks) for weeks in students.values())
@@ -487,6 +504,35 @@ def test_export_pseudonymizes_names_and_emails_with_a_stable_key(stream, tmp_pat
     )
     assert isinstance(missing.exception, QueryError)
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_export_takes_its_format_from_the_file_name(stream, tmp_path):
+    args = ["--as-of", AS_OF.isoformat(), "--duckdb", str(stream.db_path)]
+    output = tmp_path / "funnel.parquet"
+    result = _cli("export", "course_funnel", "--output", str(output), *args)
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(output).num_rows == len(
+        {(t, c) for t, _, c in stream.activity}
+    )
+
+
+def test_unusable_paths_get_an_error_not_a_traceback(stream, tmp_path):
+    not_a_database = tmp_path / "notes.duckdb"
+    not_a_database.write_text("hello")
+    args = ["--as-of", AS_OF.isoformat()]
+    for database in (not_a_database, tmp_path):
+        result = _cli("query", "churn_risk", *args, "--duckdb", str(database))
+        assert isinstance(result.exception, QueryError), result.exception
+    folder = _cli(
+        "export",
+        "churn_risk",
+        "--output",
+        str(tmp_path),
+        "--duckdb",
+        str(stream.db_path),
+        *args,
+    )
+    assert isinstance(folder.exception, QueryError), folder.exception
 
 
 def test_export_csv_has_every_row_of_the_view(stream, tmp_path):

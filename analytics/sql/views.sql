@@ -79,7 +79,7 @@ CREATE OR REPLACE MACRO engagement_week(day) AS
 --
 --   recency    = min(days since last seen / churned, 1)       weight 0.5
 --   frequency  = 1 - min(active days of the last 28, 14) / 14  weight 0.2
---   decline    = max(-trend, 0)                                weight 0.2
+--   decline    = max(-trend, 0), 1 when not active in the 28   weight 0.2
 --   unfinished = 1 - progress (1 when progress is unknown)     weight 0.1
 --
 -- trend compares the daily rate of activity events of the last 7 days (r7)
@@ -89,6 +89,9 @@ CREATE OR REPLACE MACRO engagement_week(day) AS
 -- send a course's size, so it is estimated as the most lessons any student
 -- of that course at that school has finished (NULL while nobody finished
 -- one; the unfinished term is then 1).
+--
+-- A key first seen after as_of is left out, and one seen after it counts as
+-- seen at as_of (the state is today's: an as_of in the past is approximate).
 --
 -- risk_band: onboarding when the student registered less than 7 days before
 -- as_of; otherwise active, cooling, at_risk or churned by days since last
@@ -121,19 +124,22 @@ measured AS (
     SELECT a.team_id, a.student_id, a.course_id, a.student_name, a.student_email,
            a.course_name, a.last_seen_at, a.lessons_finished, c.course_lessons,
            s.created_at,
-           (point.now_us - epoch_us(a.last_seen_at)) / 86400e6 AS days_since_last_seen,
+           greatest(point.now_us - epoch_us(a.last_seen_at), 0) / 86400e6
+               AS days_since_last_seen,
            coalesce(r.active_days_7, 0) AS active_days_7,
            coalesce(r.active_days_28, 0) AS active_days_28,
            coalesce(r.events_7, 0) / 7.0 AS rate_7,
            coalesce(r.events_21, 0) / 21.0 AS rate_21,
            s.created_at IS NOT NULL
-               AND epoch_us(s.created_at) > point.now_us - 7 * point.day_us AS onboarding
+               AND epoch_us(s.created_at) > point.now_us - 7 * point.day_us
+               AND epoch_us(s.created_at) <= point.now_us AS onboarding
     FROM student_course_activity AS a
     CROSS JOIN point
     LEFT JOIN recent AS r USING (team_id, student_id, course_id)
     LEFT JOIN courses AS c USING (team_id, course_id)
     LEFT JOIN students AS s USING (team_id, student_id)
     WHERE NOT a.course_finished AND a.last_seen_at IS NOT NULL
+      AND epoch_us(a.first_seen_at) <= point.now_us
 ),
 scored AS (
     SELECT *,
@@ -146,7 +152,8 @@ banded AS (
     SELECT *,
            100 * (0.5 * least(greatest(days_since_last_seen, 0) / churned, 1)
                   + 0.2 * (1 - least(active_days_28, 14) / 14)
-                  + 0.2 * greatest(-trend, 0)
+                  + 0.2 * CASE WHEN active_days_28 = 0 THEN 1
+                               ELSE greatest(-trend, 0) END
                   + 0.1 * (1 - coalesce(progress, 0))) AS risk_score,
            CASE WHEN onboarding THEN 'onboarding'
                 WHEN days_since_last_seen < cooling THEN 'active'
@@ -353,13 +360,15 @@ CREATE OR REPLACE VIEW cohort_retention AS
 SELECT * FROM cohort_retention_at(now());
 
 -- Per team and week (Monday, UTC), from a team's first active week to the
--- week of as_of: students active for the first time (new), active this week
--- and the week before (returning), active again after at least a week away
--- (resurrecting), and active the week before but not this one (dormant).
+-- last week that ended by as_of (a week under way would show everyone not yet
+-- back as dormant): students active for the first time (new), active this
+-- week and the week before (returning), active again after at least a week
+-- away (resurrecting), and active the week before but not this one (dormant).
 CREATE OR REPLACE MACRO weekly_lifecycle_at(as_of) AS TABLE
 WITH point AS (
-    SELECT engagement_as_of_us(as_of) AS now_us,
-           engagement_week(engagement_utc_day(as_of)) AS current_week
+    SELECT engagement_week(DATE '1970-01-01' + CAST(floor(
+               (engagement_as_of_us(as_of) - 7 * 86400000000) / 86400000000)
+               AS INTEGER)) AS current_week
 ),
 weekly AS (SELECT * FROM engagement_active_weeks(as_of)),
 firsts AS (
