@@ -55,16 +55,14 @@ def _versions(snapshot_dir: Path, table: str) -> dict[int, list[Path]]:
     return found
 
 
-def latest_partition_file(
-    snapshot_dir: Path, table: str, partition: int
-) -> Path | None:
-    versions = _versions(snapshot_dir, table).get(partition)
-    return versions[-1] if versions else None
+def latest_files(snapshot_dir: Path, table: str) -> dict[int, Path]:
+    """The newest version of each partition's file."""
+    return {p: paths[-1] for p, paths in _versions(snapshot_dir, table).items()}
 
 
 def current_files(snapshot_dir: Path, table: str) -> list[Path]:
     """The newest version of every partition, and the empty file."""
-    newest = [paths[-1] for _, paths in sorted(_versions(snapshot_dir, table).items())]
+    newest = [path for _, path in sorted(latest_files(snapshot_dir, table).items())]
     return [snapshot_dir / table / EMPTY_FILE, *newest]
 
 

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from analytics.catalog import write_catalog
 from analytics.schema import SNAPSHOT_TABLES
 from analytics.snapshots import (
-    latest_partition_file,
+    latest_files,
     prune_versions,
     write_file,
     write_partition,
@@ -167,8 +167,10 @@ class Snapshotter:
             target["snapshot_at"].append(at)
 
     def _write(self, tables: dict[str, dict[int, Columns]], taken_at: datetime) -> None:
+        previous = latest_files(self.snapshot_dir, "engagement_daily")
         for partition, columns in tables["engagement_daily"].items():
-            self._archive_released_days(partition, columns)
+            if partition in previous:
+                self._archive_released_days(partition, previous[partition], columns)
         for name, partitions in tables.items():
             for partition, columns in partitions.items():
                 write_partition(self.snapshot_dir, name, partition, columns, taken_at)
@@ -179,12 +181,9 @@ class Snapshotter:
         if removed:
             logger.info("Deleted %d superseded snapshot files", removed)
 
-    def _archive_released_days(self, partition: int, current: Columns) -> None:
-        previous_path = latest_partition_file(
-            self.snapshot_dir, "engagement_daily", partition
-        )
-        if previous_path is None:
-            return
+    def _archive_released_days(
+        self, partition: int, previous_path: Path, current: Columns
+    ) -> None:
         previous = pq.read_table(previous_path)
         if previous.num_rows == 0:
             return

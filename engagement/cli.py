@@ -142,14 +142,22 @@ def demo(
     configure_logging()
     result = run_demo(Settings(), input, duckdb, parse_instant(as_of))
 
-    table = Table(title=f"churn_risk as of {as_of or 'now'} (top {len(result.top)})")
-    for column in result.columns:
+    _print_rows(
+        f"churn_risk as of {as_of or 'now'} (top {len(result.top)})",
+        result.columns,
+        result.top,
+    )
+    print(orjson.dumps(result.counts()).decode())
+
+
+def _print_rows(title: str, columns: list[str], rows: list) -> None:
+    table = Table(title=title)
+    for column in columns:
         table.add_column(column)
-    for row in result.top:
+    for row in rows:
         table.add_row(*(_cell(value) for value in row))
     # Ids are long hex strings; a pipe gets 160 columns rather than rich's 80.
     Console(width=shutil.get_terminal_size((160, 24)).columns).print(table)
-    print(orjson.dumps(result.counts()).decode())
 
 
 def _cell(value: object) -> str:
@@ -360,12 +368,8 @@ def query(
             + b"\n"
         )
     else:
-        shown = Table(title=f"{name} ({table.num_rows} rows)")
-        for column in table.column_names:
-            shown.add_column(column)
-        for row in table.to_pylist():
-            shown.add_row(*(_cell(value) for value in row.values()))
-        Console(width=shutil.get_terminal_size((160, 24)).columns).print(shown)
+        rows = [row.values() for row in table.to_pylist()]
+        _print_rows(f"{name} ({table.num_rows} rows)", table.column_names, rows)
 
 
 @cli.command()
