@@ -15,7 +15,14 @@ import logging
 import os
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from typing import Any
 
 import faust
@@ -40,6 +47,8 @@ class TableWrites(MutableMapping[bytes, bytes]):
         self.table = table
         self.store = table.data
         self.written: dict[bytes, bytes] = {}
+        # Keys written since the last snapshot took them, by partition.
+        self.changed: dict[int, set[bytes]] = {}
 
     def __getitem__(self, key: bytes) -> bytes:
         return self.store[key]
@@ -59,6 +68,9 @@ class TableWrites(MutableMapping[bytes, bytes]):
 
     def __len__(self) -> int:
         return len(self.store)
+
+    def mark_changed(self, partition: int) -> None:
+        self.changed.setdefault(partition, set()).update(self.written)
 
     async def send(self, producer: Any, partition: int) -> list[Awaitable[Any]]:
         topic = self.table.changelog_topic_name
@@ -86,6 +98,34 @@ class _Message:
         self.topic, self.partition, self.tp = tp.topic, tp.partition, tp
 
 
+class TableSource:
+    """The tables as a snapshot reads them (an app.snapshot.StateSource)."""
+
+    def __init__(self, writes: dict[str, TableWrites]) -> None:
+        self.writes = writes
+
+    def records(self, table: str) -> Iterator[bytes]:
+        return iter(self.writes[table].table.values())
+
+    def take_changed(self, table: str) -> dict[int, list[bytes]]:
+        writes = self.writes[table]
+        changed, writes.changed = writes.changed, {}
+        taken: dict[int, list[bytes]] = {}
+        for partition, keys in changed.items():
+            # A store reads the partition of the current event.
+            _current_event.set(
+                weakref.ref(
+                    event := _PartitionEvent(
+                        TP(writes.table.changelog_topic_name, partition)
+                    )
+                )
+            )
+            values = (writes.store.get(key) for key in keys)
+            taken[partition] = [value for value in values if value is not None]
+            del event
+        return taken
+
+
 class PartitionFolder:
     """Folds the webhooks topic's records into the tables, a partition at a time."""
 
@@ -94,11 +134,15 @@ class PartitionFolder:
         app: faust.App,
         tables: Sequence[faust.Table],
         on_outcomes: Callable[[Counter[str], Tracker], None],
+        snapshotted: Mapping[int, int] | None = None,
     ) -> None:
         self.app = app
         courses, students = (TableWrites(table) for table in tables)
         self.writes = (courses, students)
-        self.tracker = Tracker(courses, students)
+        self.source = TableSource(
+            {"student_course_activity": courses, "students": students}
+        )
+        self.tracker = Tracker(courses, students, snapshotted)
         self.on_outcomes = on_outcomes
 
     async def fold(self, tp: TP, records: Sequence[ConsumerRecord]) -> Awaitable[Any]:
@@ -106,6 +150,8 @@ class PartitionFolder:
         _current_event.set(weakref.ref(event))
         outcomes = await self._fold_with_retries(tp, records)
         self.on_outcomes(outcomes, self.tracker)
+        for writes in self.writes:  # before any await: a snapshot may run then
+            writes.mark_changed(tp.partition)
         producer = self.app.producer
         sent = [await writes.send(producer, tp.partition) for writes in self.writes]
         return asyncio.gather(*(asyncio.gather(*futures) for futures in sent))

@@ -16,11 +16,19 @@ behind the key's latest activity. A redelivery older than that would be
 counted again: Eduzz's delivery history is what makes old redeliveries
 possible, and 45 days covers the 35 days of windows the analytics use.
 
+A daily bucket let go by the horizon is not lost: it moves to ``released``,
+stamped with the sentDate of the event that released it (the same events
+release the same buckets with the same stamp, so a snapshot written twice
+is recognised) and with the wall-clock time of the fold. It stays there until
+a snapshot of the key's partition read after that time is durable; DuckDB
+keeps it from then on (app.snapshot).
+
 Records are JSON (orjson) with a version, so a later change can migrate them.
 """
 
 from __future__ import annotations
 
+import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +37,7 @@ import orjson
 
 from engagement.events import StudentEvent
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 DAY_US = 86_400_000_000
 HORIZON_DAYS = 45
 KEY_SEPARATOR = "\x1f"  # ids never hold control characters (events.normalize_id)
@@ -113,6 +121,8 @@ class CourseActivity:
     days: dict[int, list[int]] = field(default_factory=dict)
     # event id -> [sent_us, fingerprint of its first body]
     counted: dict[str, list[int]] = field(default_factory=dict)
+    # [day, releasing sent_us, activity, visits, finishes, comments, fold wall us]
+    released: list[list[int]] = field(default_factory=list)
 
     @property
     def lessons_finished(self) -> int:
@@ -130,8 +140,20 @@ class CourseActivity:
     def course_finished(self) -> bool:
         return bool(self.course and self.course[2])
 
-    def apply(self, event: StudentEvent, body_fingerprint: int) -> str:
-        """Fold an activity event in: "counted", "redelivery" or "conflict"."""
+    def apply(
+        self,
+        event: StudentEvent,
+        body_fingerprint: int,
+        snapshotted_before_us: int | None = None,
+    ) -> str:
+        """Fold an activity event in: "counted", "redelivery" or "conflict".
+
+        ``snapshotted_before_us``: wall-clock time before which every fold of
+        this key's partition is in a durable snapshot, if one is known; the
+        released buckets stamped before it are let go.
+        """
+        if self.released and snapshotted_before_us is not None:
+            self.released = [r for r in self.released if r[6] >= snapshotted_before_us]
         seen = self.counted.get(event.event_id)
         if seen is not None:
             return "redelivery" if seen[1] == body_fingerprint else "conflict"
@@ -179,67 +201,158 @@ class CourseActivity:
         assert self.last_seen_at is not None
         oldest_day = self.last_seen_at // DAY_US - HORIZON_DAYS
         if min(self.days) < oldest_day:
-            self.days = {d: c for d, c in self.days.items() if d >= oldest_day}
+            folded_us = time.time_ns() // 1000
+            kept = {}
+            for day, counts in self.days.items():
+                if day >= oldest_day:
+                    kept[day] = counts
+                else:
+                    self.released.append([day, self.last_seen_at, *counts, folded_us])
+            self.days = kept
         oldest = oldest_day * DAY_US
         if min(seen[0] for seen in self.counted.values()) < oldest:
             self.counted = {i: s for i, s in self.counted.items() if s[0] >= oldest}
 
     def dumps(self) -> bytes:
-        return orjson.dumps(
-            {
-                "v": STATE_VERSION,
-                "key": [self.team_id, self.student_id, self.course_id],
-                "p": self.partition,
-                "seen": [self.first_seen_at, self.last_seen_at],
-                "n": [self.activity_events, self.comments, self.certificate_accessed],
-                "lessons": self.lessons,
-                "modules": self.modules,
-                "favorites": self.favorites,
-                "course": self.course,
-                "last": self.last_event,
-                "names": [
+        """The record: a header line of what snapshots read, then the rest.
+
+        The header is a JSON array in the order of HEADER, so that a snapshot
+        decodes only it (app.snapshot); days and released buckets are flat
+        lists of ``DAY_FIELDS`` and ``RELEASED_FIELDS`` numbers. The body
+        holds the registers themselves and the counted ids.
+        """
+        header = [
+            STATE_VERSION,
+            self.partition,
+            self.team_id,
+            self.student_id,
+            self.course_id,
+            self.first_seen_at,
+            self.last_seen_at,
+            self.activity_events,
+            self.lessons_finished,
+            self.modules_finished,
+            self.course_finished,
+            self.favorite_lessons,
+            self.comments,
+            self.certificate_accessed,
+            *(
+                None if register is None else register[2]
+                for register in (
+                    self.last_event,
                     self.student_name,
                     self.student_email,
                     self.course_name,
                     self.team_name,
-                ],
-                "days": self.days,
-                "ids": self.counted,
-            },
-            option=orjson.OPT_NON_STR_KEYS,
-        )
+                )
+            ),
+            [n for day, counts in self.days.items() for n in (day, *counts)],
+            [n for bucket in self.released for n in bucket],
+        ]
+        body = {
+            "lessons": self.lessons,
+            "modules": self.modules,
+            "favorites": self.favorites,
+            "course": self.course,
+            "last": self.last_event,
+            "names": [
+                self.student_name,
+                self.student_email,
+                self.course_name,
+                self.team_name,
+            ],
+            "ids": self.counted,
+        }
+        return orjson.dumps(header) + b"\n" + orjson.dumps(body)
 
     @classmethod
     def loads(cls, raw: bytes) -> CourseActivity:
-        record = migrate(orjson.loads(raw))
-        team_id, student_id, course_id = record["key"]
-        activity_events, comments, certificate = record["n"]
-        student_name, student_email, course_name, team_name = record["names"]
+        if raw[:1] == b"{":  # a single object: a record of version 1 or 2
+            header, body = _split(migrate(orjson.loads(raw)))
+        else:
+            line, _, rest = raw.partition(b"\n")
+            header, body = orjson.loads(line), orjson.loads(rest)
+        if header[0] != STATE_VERSION:
+            raise ValueError(f"unknown course record version {header[0]!r}")
+        days, released = header[HEADER.index("days")], header[-1]
+        student_name, student_email, course_name, team_name = body["names"]
         return cls(
-            team_id,
-            student_id,
-            course_id,
-            record["p"],
-            *record["seen"],
-            activity_events=activity_events,
-            comments=comments,
-            certificate_accessed=certificate,
-            lessons=record["lessons"],
-            modules=record["modules"],
-            favorites=record["favorites"],
-            course=record["course"],
-            last_event=record["last"],
+            *header[2:5],
+            header[1],
+            *header[5:7],
+            activity_events=header[7],
+            comments=header[12],
+            certificate_accessed=header[13],
+            lessons=body["lessons"],
+            modules=body["modules"],
+            favorites=body["favorites"],
+            course=body["course"],
+            last_event=body["last"],
             student_name=student_name,
             student_email=student_email,
             course_name=course_name,
             team_name=team_name,
-            days={int(day): counts for day, counts in record["days"].items()},
-            counted=record["ids"],
+            days={
+                days[i]: days[i + 1 : i + DAY_FIELDS]
+                for i in range(0, len(days), DAY_FIELDS)
+            },
+            counted=body["ids"],
+            released=[
+                released[i : i + RELEASED_FIELDS]
+                for i in range(0, len(released), RELEASED_FIELDS)
+            ],
         )
 
 
+def _split(record: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """A version 2 object as the header and body loads() reads.
+
+    Only what loads() takes from the header is filled in; version 2 kept no
+    released buckets (it dropped them).
+    """
+    events, comments, certificate = record["n"]
+    days = [n for day, counts in record["days"].items() for n in (int(day), *counts)]
+    header = [STATE_VERSION, record["p"], *record["key"], *record["seen"], events]
+    header += [None] * 4 + [comments, certificate] + [None] * 5 + [days, []]
+    return header, record
+
+
+# The header of a course record (CourseActivity.dumps), in order; the names
+# from team_id to team_name are the columns of student_course_activity.
+HEADER = (
+    "version",
+    "partition",
+    "team_id",
+    "student_id",
+    "course_id",
+    "first_seen_at",
+    "last_seen_at",
+    "activity_events",
+    "lessons_finished",
+    "modules_finished",
+    "course_finished",
+    "favorites",
+    "comments",
+    "certificate_accessed",
+    "last_event",
+    "student_name",
+    "student_email",
+    "course_name",
+    "team_name",
+    "days",
+    "released",
+)
+DAY_FIELDS = 5  # day, activity events, visits, lesson finishes, comments
+RELEASED_FIELDS = 7  # day, released by (sent_us), the four counts, folded at
+
+
 def migrate(record: dict[str, Any]) -> dict[str, Any]:
-    """Bring a course record of any earlier version to STATE_VERSION."""
+    """Bring a course record of version 1 to version 2, the last single object.
+
+    Version 3 (STATE_VERSION) splits the record into a header and a body;
+    CourseActivity.loads reads a version 2 object as a version 3 record
+    whose released buckets are none (version 2 dropped them).
+    """
     version = record.get("v")
     if version == 1:
         # Version 1 kept only the last-seen times and the activity count; it
@@ -259,7 +372,7 @@ def migrate(record: dict[str, Any]) -> dict[str, Any]:
             "days": {},
             "ids": {i: [t, 0] for i, t in record["ids"].items()},
         }
-    if record.get("v") != STATE_VERSION:
+    if record.get("v") != 2:
         raise ValueError(f"unknown course record version {version!r}")
     return record
 
@@ -296,6 +409,8 @@ class Student:
     @classmethod
     def loads(cls, raw: bytes) -> Student:
         record = orjson.loads(raw)
+        if record.get("v") == 2:  # version 3 changed course records only
+            record["v"] = STATE_VERSION
         if record.get("v") != STATE_VERSION:
             raise ValueError(f"unknown student record version {record.get('v')!r}")
         team_id, student_id = record["key"]

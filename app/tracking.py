@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from enum import StrEnum
 
 from app.state import CourseActivity, Student, course_key, fingerprint, student_key
@@ -39,9 +39,13 @@ class Tracker:
         self,
         courses: MutableMapping[bytes, bytes],
         students: MutableMapping[bytes, bytes],
+        snapshotted: Mapping[int, int] | None = None,
     ) -> None:
         self.courses = courses
         self.students = students
+        # Partition -> wall-clock us before which its folds are in a durable
+        # snapshot (see CourseActivity.released); empty without snapshots.
+        self.snapshotted: Mapping[int, int] = {} if snapshotted is None else snapshotted
         self.rejections: Counter[str] = Counter()
 
     def fold(self, partition: int, bodies: Iterable[bytes | None]) -> Counter[str]:
@@ -51,6 +55,7 @@ class Tracker:
         students: dict[bytes, Student] = {}
         dirty_courses: set[bytes] = set()
         dirty_students: set[bytes] = set()
+        snapshotted = self.snapshotted.get(partition)
 
         for raw in bodies:
             raw = raw or b""
@@ -71,7 +76,7 @@ class Tracker:
                 key = course_key(event.team_id, event.student_id, event.course_id)  # type: ignore[arg-type]
                 course = courses.get(key) or self._course(key, event, partition)
                 courses[key] = course
-                result = course.apply(event, fingerprint(raw))
+                result = course.apply(event, fingerprint(raw), snapshotted)
                 outcomes[Outcome.ACTIVITY if result == "counted" else result] += 1
                 # Written even when unchanged: after a kill -9 the local store
                 # can hold updates whose changelog records never left, and

@@ -93,8 +93,68 @@ def test_ids_and_days_beyond_the_horizon_are_let_go():
     assert state.activity_events == 3
 
 
+def test_days_let_go_wait_for_a_snapshot_then_go():
+    first = _event("first", "student_course_last_seen", 2 * DAY_US + 5)
+    second = _event("second", "student_lesson_finished", 2 * DAY_US + 9, lesson="l")
+    late = _event("late", "student_course_last_seen", (HORIZON_DAYS + 3) * DAY_US)
+    state = _fold([first, second, late])
+    assert 2 not in state.days
+    # Day 2 had two events, a visit and a finish; released by "late".
+    [(day, by, activity, visits, finishes, comments, folded_at)] = state.released
+    assert (day, by, activity, visits, finishes, comments) == (
+        2,
+        late.sent_us,
+        2,
+        1,
+        1,
+        0,
+    )
+    # A snapshot read before the fold does not have it: it stays.
+    after = _event("after", "student_course_last_seen", (HORIZON_DAYS + 4) * DAY_US)
+    state.apply(after, 1, snapshotted_before_us=folded_at)
+    assert len(state.released) == 1
+    # One read after it has it: the next fold lets it go.
+    again = _event("again", "student_course_last_seen", (HORIZON_DAYS + 4) * DAY_US)
+    state.apply(again, 2, snapshotted_before_us=folded_at + 1)
+    assert state.released == []
+
+
 def test_record_round_trips():
     state = _fold(TOGGLES)
+    assert CourseActivity.loads(state.dumps()) == state
+    released = _fold(
+        [
+            _event("a", "student_course_last_seen", 0),
+            _event("b", "student_course_last_seen", (HORIZON_DAYS + 1) * DAY_US),
+        ]
+    )
+    assert released.released
+    assert CourseActivity.loads(released.dumps()) == released
+
+
+def test_version_2_records_load():
+    v2 = {
+        "v": 2,
+        "key": ["t1", "s1", "c1"],
+        "p": 2,
+        "seen": [5, 9],
+        "n": [2, 1, True],
+        "lessons": {"l1": [5, "a", 1], "l2": [6, "b", 0]},
+        "modules": {},
+        "favorites": {},
+        "course": None,
+        "last": [9, "b", "student_lesson_finished"],
+        "names": [[9, "b", "Ana"], None, None, None],
+        "days": {"0": [2, 0, 1, 1]},
+        "ids": {"a": [5, 1], "b": [9, 2]},
+    }
+    import orjson
+
+    state = CourseActivity.loads(orjson.dumps(v2))
+    assert (state.partition, state.first_seen_at, state.last_seen_at) == (2, 5, 9)
+    assert (state.activity_events, state.comments, state.lessons_finished) == (2, 1, 1)
+    assert state.days == {0: [2, 0, 1, 1]} and state.released == []
+    assert state.student_name[2] == "Ana" and set(state.counted) == {"a", "b"}
     assert CourseActivity.loads(state.dumps()) == state
 
 
