@@ -10,36 +10,82 @@ for a grace period); the next one to open the path sees the new snapshot.
 from __future__ import annotations
 
 import os
+import shutil
 from importlib import resources
 from pathlib import Path
 
 import duckdb
 
-from analytics.snapshots import VERSIONED_TABLES, current_files, ensure_layout
+from analytics.snapshots import (
+    ACTIVITY,
+    HISTORY,
+    LAYERED_TABLES,
+    current_layers,
+    current_sql,
+    empty_file,
+    ensure_layout,
+    history_files,
+    sql_literal,
+)
+
+DEFAULT_RETENTION_DAYS = 90.0
 
 
-def _literal(path: Path) -> str:
-    return "'" + str(path.resolve()).replace("'", "''") + "'"
+def _sql(name: str) -> str:
+    return resources.files("analytics").joinpath(f"sql/{name}").read_text()
 
 
-def views_sql(snapshot_dir: Path) -> str:
-    """The views, naming the newest file of every partition of every table."""
-    sql = resources.files("analytics").joinpath("sql/views.sql").read_text()
-    for table in VERSIONED_TABLES:
-        files = ", ".join(_literal(path) for path in current_files(snapshot_dir, table))
-        sql = sql.replace(f"{{files:{table}}}", f"[{files}]")
-    return sql.replace("{snapshots}", _literal(snapshot_dir)[1:-1])
+def tables_sql(snapshot_dir: Path, retention_days: float) -> str:
+    """The tables' views, naming the current files of every partition."""
+    sql = _sql("tables.sql")
+    current = current_layers(snapshot_dir)
+    activity = [path for c in current.values() for path in c.deltas[ACTIVITY]]
+    for table in LAYERED_TABLES:
+        bases = [base for c in current.values() if (base := c.bases[table])]
+        deltas = [path for c in current.values() for path in c.deltas[table]]
+        query = current_sql(snapshot_dir, table, bases, deltas, activity)
+        sql = sql.replace(f"{{current:{table}}}", query)
+    history = [empty_file(snapshot_dir, HISTORY)]
+    history += history_files(snapshot_dir, retention_days)
+    return sql.replace(
+        "{files:history}", "[" + ", ".join(map(sql_literal, history)) + "]"
+    )
 
 
-def write_catalog(db_path: Path, snapshot_dir: Path) -> None:
-    """(Re)build ``db_path`` with views over the snapshots in ``snapshot_dir``."""
+def views_sql(
+    snapshot_dir: Path, retention_days: float = DEFAULT_RETENTION_DAYS
+) -> str:
+    """Every view and macro of the database."""
+    analyses = _sql("views.sql").replace("{snapshots}", sql_literal(snapshot_dir)[1:-1])
+    return tables_sql(snapshot_dir, retention_days) + "\n" + analyses
+
+
+def write_catalog(
+    db_path: Path,
+    snapshot_dir: Path,
+    retention_days: float = DEFAULT_RETENTION_DAYS,
+    refresh: bool = False,
+) -> None:
+    """(Re)build ``db_path`` with views over the snapshots in ``snapshot_dir``.
+
+    ``refresh``: the database at ``db_path`` was built by this code; copy it
+    and replace the tables' views only (the analyses name them, and DuckDB
+    binds a view when it is queried), which is much faster than a rebuild.
+    """
     ensure_layout(snapshot_dir)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     temporary = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
     temporary.unlink(missing_ok=True)
+    Path(f"{temporary}.wal").unlink(missing_ok=True)
+    refresh = refresh and db_path.exists()
+    if refresh:
+        shutil.copyfile(db_path, temporary)
 
     with duckdb.connect(str(temporary)) as connection:
-        connection.execute(views_sql(snapshot_dir))
+        if refresh:
+            connection.execute(tables_sql(snapshot_dir, retention_days))
+        else:
+            connection.execute(views_sql(snapshot_dir, retention_days))
         connection.execute("CHECKPOINT")
     os.replace(temporary, db_path)
     Path(f"{temporary}.wal").unlink(missing_ok=True)

@@ -54,6 +54,15 @@ ENGAGEMENT_DAILY = pa.schema(
     ]
 )
 
+# A day the worker let go, as it was then; released_at is the sentDate of the
+# event that moved the key's horizon past it.
+ENGAGEMENT_DAILY_RELEASED = pa.schema(
+    [
+        *ENGAGEMENT_DAILY,
+        pa.field("released_at", UTC_MICROS, nullable=False),
+    ]
+)
+
 # One row per body the receiver kept on the rejected topic (app.rejected).
 REJECTED_EVENTS = pa.schema(
     [
@@ -73,7 +82,8 @@ SNAPSHOT_TABLES: dict[str, pa.Schema] = {
     "student_course_activity": STUDENT_COURSE_ACTIVITY,
     "students": STUDENTS,
     "engagement_daily": ENGAGEMENT_DAILY,
-    # Days the worker no longer keeps, as they were when it let them go.
-    "engagement_daily_archive": ENGAGEMENT_DAILY,
+    "engagement_daily_released": ENGAGEMENT_DAILY_RELEASED,
+    # Every row of student_course_activity a worker's snapshot wrote.
+    "student_course_activity_history": STUDENT_COURSE_ACTIVITY,
     "rejected_events": REJECTED_EVENTS,
 }

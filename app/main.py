@@ -81,7 +81,20 @@ snapshotter = Snapshotter(
     settings.duckdb_path,
     settings.snapshot_dir,
     settings.duckdb_snapshot_grace_seconds,
+    settings.duckdb_history_retention_days,
 )
+
+
+@app.on_partitions_revoked.connect
+async def _partitions_revoked(
+    sender: faust.App, revoked: set, **kwargs: object
+) -> None:
+    # Another worker may change them before they come back: whatever this
+    # worker knew of what changed since its last snapshot no longer holds.
+    snapshotter.forget(
+        tp.partition for tp in revoked if tp.topic == settings.kafka_topic
+    )
+
 
 EVENTS = MetricCounter(
     "engagement_worker_events_total", "Records consumed, by outcome", ["outcome"]
@@ -112,8 +125,11 @@ def count_outcomes(outcomes: Counter[str], tracker: Tracker) -> None:
 
 
 # Read by app.batching's consumer: the topics whose records come in batches.
+folder = PartitionFolder(
+    app, (activity, students), count_outcomes, snapshotter.snapshotted
+)
 app.batch_handlers = {
-    settings.kafka_topic: PartitionFolder(app, (activity, students), count_outcomes),
+    settings.kafka_topic: folder,
     settings.rejected_topic: RejectedRecorder(settings.snapshot_dir),
 }
 
@@ -133,13 +149,13 @@ def owned_partitions() -> set[int]:
 
 
 async def take_snapshot() -> dict:
-    result = await snapshotter.snapshot(
-        activity.values(), students.values(), owned_partitions()
-    )
+    result = await snapshotter.snapshot(folder.source, owned_partitions())
     return {
         "rows": result.rows,
         "partitions": result.partitions,
+        "full_partitions": result.full_partitions,
         "seconds": round(result.seconds, 3),
+        "compact_seconds": round(result.compact_seconds, 3),
         "taken_at": result.taken_at.isoformat(),
     }
 

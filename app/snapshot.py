@@ -1,14 +1,18 @@
-"""Copies the worker's tables into Parquet snapshots that DuckDB reads.
+"""Copies the worker's tables into the Parquet files that DuckDB reads.
+
+The first snapshot of a partition after the worker took it writes every key
+(a base); later ones write only the keys written since the previous snapshot
+(a delta), so their cost follows the traffic, not the table. Every few deltas
+a partition is compacted: its base and deltas are merged into a new base, by
+DuckDB, from the files. See analytics.snapshots for the layout.
 
 Reading the tables happens on the event loop (Faust's stores are not
-thread-safe); encoding and writing Parquet happen in a thread, so a snapshot
-does not stall the stream.
+thread-safe); building the columns, writing Parquet and compacting happen in
+a thread, so a snapshot does not stall the stream for long.
 
-The worker keeps daily buckets for a horizon only; DuckDB keeps every day. A
-bucket that was in a partition's previous snapshot and is gone from the state
-was let go by the horizon, so it is archived as it was last seen. The archive
-file is named after the snapshot it came from: a snapshot redone after a crash
-rewrites the same file instead of archiving the same days twice.
+The state keeps the daily buckets its horizon let go until a snapshot has
+them (app.state); once a snapshot read at time T is durable, the worker's
+folds may drop the buckets released before T (``snapshotted``).
 """
 
 from __future__ import annotations
@@ -17,33 +21,79 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
+import duckdb
+import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from analytics.catalog import write_catalog
+from analytics.catalog import DEFAULT_RETENTION_DAYS, write_catalog
 from analytics.schema import SNAPSHOT_TABLES
 from analytics.snapshots import (
-    latest_files,
-    prune_versions,
+    ACTIVITY,
+    DAILY,
+    RELEASED,
+    STUDENTS,
+    Current,
+    current_layers,
+    current_sql,
+    keep_in_history,
+    layer_file,
+    prune,
+    publish,
+    sql_literal,
+    version_of,
     write_file,
-    write_partition,
 )
-from app.state import CourseActivity, Student
+from app.state import (
+    DAY_FIELDS,
+    HEADER,
+    RELEASED_FIELDS,
+    STATE_VERSION,
+    CourseActivity,
+)
 
 logger = logging.getLogger(__name__)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_DAY = date(1970, 1, 1)
-DAILY_KEY = ("team_id", "student_id", "course_id", "day")
+# A partition is compacted once it has this many deltas, or once they hold
+# this share of its base's rows.
+COMPACT_AFTER_DELTAS = 10
+COMPACT_AFTER_SHARE = 0.25
 
 
-def _instant(value: int | None) -> datetime | None:
-    return None if value is None else _EPOCH + timedelta(microseconds=value)
+class StateSource(Protocol):
+    """The worker's tables, as a snapshot reads them (on the event loop)."""
+
+    def records(self, table: str) -> Iterable[bytes]:
+        """Every record of ``table`` in the worker's store."""
+
+    def take_changed(self, table: str) -> dict[int, list[bytes]]:
+        """Records written since the previous call, by partition; forgets them."""
+
+
+class RecordSource:
+    """A StateSource over plain dicts of key -> record, for tools and tests."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[bytes, bytes]] = {ACTIVITY: {}, STUDENTS: {}}
+        self.changed: dict[str, dict[bytes, int]] = {ACTIVITY: {}, STUDENTS: {}}
+
+    def put(self, table: str, key: bytes, record: bytes, partition: int) -> None:
+        self.tables[table][key] = record
+        self.changed[table][key] = partition
+
+    def records(self, table: str) -> Iterable[bytes]:
+        return self.tables[table].values()
+
+    def take_changed(self, table: str) -> dict[int, list[bytes]]:
+        taken: dict[int, list[bytes]] = {}
+        for key, partition in self.changed[table].items():
+            taken.setdefault(partition, []).append(self.tables[table][key])
+        self.changed[table] = {}
+        return taken
 
 
 def _value(register: list | None) -> object:
@@ -53,155 +103,352 @@ def _value(register: list | None) -> object:
 Columns = dict[str, list]
 
 
-def _empty(table: str) -> Columns:
-    return {name: [] for name in SNAPSHOT_TABLES[table].names}
+def _columns(table: str) -> Columns:
+    """Empty lists for the columns of ``table`` but snapshot_at."""
+    return {n: [] for n in SNAPSHOT_TABLES[table].names if n != "snapshot_at"}
+
+
+@dataclass
+class CourseRows:
+    """One partition's rows of the tables that course records fill."""
+
+    activity: Columns = field(default_factory=lambda: _columns(ACTIVITY))
+    daily: Columns = field(default_factory=lambda: _columns(DAILY))
+    released: Columns = field(default_factory=lambda: _columns(RELEASED))
+
+
+def collect_courses(records: Iterable[bytes], targets: dict[int, CourseRows]) -> None:
+    """Add each record's rows to its partition's, if it is one of ``targets``.
+
+    This runs once per key of a full snapshot, so it does as little as it
+    can: only the record's header is decoded (app.state.HEADER), the column
+    lists are bound once, and a record's days are added a column at a time.
+    """
+    loads, version = orjson.loads, STATE_VERSION
+    bound = {p: _bind(rows) for p, rows in targets.items()}
+    for raw in records:
+        end = raw.find(b"\n")
+        header = loads(raw[:end]) if end > 0 else None
+        if header is None or header[0] != version:  # an earlier version
+            raw = CourseActivity.loads(raw).dumps()
+            header = loads(raw[: raw.find(b"\n")])
+        lists = bound.get(header[1])
+        if lists is None:  # a partition another worker owns now
+            continue
+        activity, daily, released = lists
+        for append, value in zip(activity, header[2:_ACTIVITY_END]):  # noqa: B905
+            append(value)
+        team, student, course = header[2:5]
+        days = header[_DAYS]
+        if days:
+            n = len(days) // DAY_FIELDS
+            teams, students, courses, day, events, visits, finishes, comments = daily
+            teams([team] * n)
+            students([student] * n)
+            courses([course] * n)
+            day(days[0::DAY_FIELDS])
+            events(days[1::DAY_FIELDS])
+            visits(days[2::DAY_FIELDS])
+            finishes(days[3::DAY_FIELDS])
+            comments(days[4::DAY_FIELDS])
+        gone = header[_RELEASED]
+        if gone:  # day, released_at, the four counts, folded at
+            n = len(gone) // RELEASED_FIELDS
+            columns = ([team] * n, [student] * n, [course] * n)
+            columns += tuple(gone[i::RELEASED_FIELDS] for i in range(6))
+            for extend, values in zip(released, columns, strict=True):
+                extend(values)
+
+
+_ACTIVITY_END = HEADER.index("team_name") + 1
+_DAYS = HEADER.index("days")
+_RELEASED = HEADER.index("released")
+
+
+def _bind(rows: CourseRows) -> tuple[list, list, list]:
+    activity = [rows.activity[name].append for name in HEADER[2:_ACTIVITY_END]]
+    daily = [rows.daily[name].extend for name in SNAPSHOT_TABLES[DAILY].names[:-1]]
+    order = ("team_id", "student_id", "course_id", "day", "released_at")
+    order += ("activity_events", "visits", "lesson_finishes", "comments")
+    return activity, daily, [rows.released[name].extend for name in order]
+
+
+def collect_students(records: Iterable[bytes], targets: dict[int, Columns]) -> None:
+    bound = {
+        p: [column.append for column in rows.values()] for p, rows in targets.items()
+    }
+    for raw in records:
+        record = orjson.loads(raw)
+        lists = bound.get(record["p"])
+        if lists is None:
+            continue
+        team, student = record["key"]
+        name, email = record["names"]
+        for column, value in zip(
+            lists,
+            (team, student, _value(name), _value(email), _value(record["created"])),
+            strict=True,
+        ):
+            column(value)
+
+
+def to_table(table: str, columns: Columns, at_us: int) -> pa.Table:
+    """Columns of ``table`` (without snapshot_at) as Arrow, snapshot_at = at_us."""
+    schema = SNAPSHOT_TABLES[table]
+    length = len(columns["team_id"])
+    arrays = []
+    for name in schema.names:
+        kind = schema.field(name).type
+        if name == "snapshot_at":
+            arrays.append(pa.repeat(pa.scalar(at_us, type=kind), length))
+        else:
+            arrays.append(pa.array(columns[name], type=kind))
+    return pa.table(arrays, schema=schema)
 
 
 @dataclass
 class SnapshotResult:
     partitions: int
-    rows: int
-    seconds: float
+    rows: int  # activity rows written
+    full_partitions: int
+    seconds: float  # reading the state and writing its files
+    compact_seconds: float  # merging deltas into bases after it
     taken_at: datetime
 
 
+@dataclass
+class _Partition:
+    """What this worker knows of a partition it owns."""
+
+    base_rows: int = 0
+    deltas: int = 0
+    delta_rows: int = 0
+
+
+@dataclass
+class _Read:
+    """A snapshot's rows, as read on the event loop."""
+
+    full: set[int]
+    courses: dict[int, list[bytes]]
+    students: dict[int, list[bytes]]
+
+
 class Snapshotter:
-    """Writes one Parquet file per owned partition and table."""
+    """Writes the owned partitions' base or delta files, then the catalog."""
 
     def __init__(
-        self, db_path: Path, snapshot_dir: Path, grace_seconds: float = 900.0
+        self,
+        db_path: Path,
+        snapshot_dir: Path,
+        grace_seconds: float = 900.0,
+        retention_days: float = DEFAULT_RETENTION_DAYS,
     ) -> None:
         self.db_path = db_path
         self.snapshot_dir = snapshot_dir
         self.grace_seconds = grace_seconds
+        self.retention_days = retention_days
         self.last: SnapshotResult | None = None
+        # Partition -> wall-clock us: every fold before it is in a durable
+        # snapshot. Read by the folds (app.tracking), to let released days go.
+        self.snapshotted: dict[int, int] = {}
+        self._partitions: dict[int, _Partition] = {}  # those with a base from us
+        self._generation = 0
+        self._published = False  # the catalog was built whole by this process
         self._lock = asyncio.Lock()
 
-    async def snapshot(
-        self,
-        courses: Iterable[bytes],
-        students: Iterable[bytes],
-        owned_partitions: set[int],
-    ) -> SnapshotResult:
+    def forget(self, partitions: Iterable[int]) -> None:
+        """These partitions left the worker: their next snapshot is whole."""
+        self._generation += 1
+        for partition in partitions:
+            self._partitions.pop(partition, None)
+            self.snapshotted.pop(partition, None)
+
+    async def snapshot(self, source: StateSource, owned: set[int]) -> SnapshotResult:
         async with self._lock:
             started = time.perf_counter()
             taken_at = datetime.now(UTC)
-            tables = {
-                name: {p: _empty(name) for p in owned_partitions}
-                for name in ("student_course_activity", "students", "engagement_daily")
-            }
-            self._collect_courses(courses, tables, taken_at)
-            self._collect_students(students, tables["students"], taken_at)
-            await asyncio.to_thread(self._write, tables, taken_at)
-
-            written = tables["student_course_activity"].values()
-            rows = sum(len(columns["team_id"]) for columns in written)
+            generation = self._generation
+            full = owned - set(self._partitions)
+            courses = self._read(source, ACTIVITY, owned, full)
+            students = self._read(source, STUDENTS, owned, full)
+            read = _Read(full, courses, students)
+            try:
+                rows = await asyncio.to_thread(self._write, read, taken_at)
+            except BaseException:
+                # What was taken from the source is not on disk: start over.
+                self.forget(owned)
+                raise
+            if generation == self._generation:
+                at_us = int(taken_at.timestamp() * 1_000_000)
+                for partition in owned:
+                    self.snapshotted[partition] = at_us
+            written = time.perf_counter()
+            due = [p for p, known in self._partitions.items() if self._due(known)]
+            if due and generation == self._generation:
+                await asyncio.to_thread(self._compact, due)
+            else:
+                due = []
             self.last = SnapshotResult(
-                len(owned_partitions), rows, time.perf_counter() - started, taken_at
+                len(owned),
+                rows,
+                len(full),
+                written - started,
+                time.perf_counter() - written,
+                taken_at,
             )
             logger.info(
-                "Snapshot of %d course rows in %d partitions written in %.3f s",
+                "Snapshot of %d course rows (%d of %d partitions whole) in %.3f s, "
+                "%d partitions compacted in %.3f s",
                 rows,
-                len(owned_partitions),
+                len(full),
+                len(owned),
                 self.last.seconds,
+                len(due),
+                self.last.compact_seconds,
             )
             return self.last
 
     @staticmethod
-    def _collect_courses(
-        records: Iterable[bytes], tables: dict[str, dict[int, Columns]], at: datetime
-    ) -> None:
-        for raw in records:
-            state = CourseActivity.loads(raw)
-            target = tables["student_course_activity"].get(state.partition)
-            if target is None:  # a partition another worker owns now
-                continue
-            ids = (state.team_id, state.student_id, state.course_id)
-            for name, value in zip(
-                ("team_id", "student_id", "course_id"), ids, strict=True
-            ):
-                target[name].append(value)
-            target["first_seen_at"].append(_instant(state.first_seen_at))
-            target["last_seen_at"].append(_instant(state.last_seen_at))
-            target["activity_events"].append(state.activity_events)
-            target["lessons_finished"].append(state.lessons_finished)
-            target["modules_finished"].append(state.modules_finished)
-            target["course_finished"].append(state.course_finished)
-            target["favorites"].append(state.favorite_lessons)
-            target["comments"].append(state.comments)
-            target["certificate_accessed"].append(state.certificate_accessed)
-            target["last_event"].append(_value(state.last_event))
-            target["student_name"].append(_value(state.student_name))
-            target["student_email"].append(_value(state.student_email))
-            target["course_name"].append(_value(state.course_name))
-            target["team_name"].append(_value(state.team_name))
-            target["snapshot_at"].append(at)
-
-            daily = tables["engagement_daily"][state.partition]
-            for day, (activity, visits, finishes, comments) in state.days.items():
-                daily["team_id"].append(state.team_id)
-                daily["student_id"].append(state.student_id)
-                daily["course_id"].append(state.course_id)
-                daily["day"].append(_EPOCH_DAY + timedelta(days=day))
-                daily["activity_events"].append(activity)
-                daily["visits"].append(visits)
-                daily["lesson_finishes"].append(finishes)
-                daily["comments"].append(comments)
-                daily["snapshot_at"].append(at)
+    def _read(
+        source: StateSource, table: str, owned: set[int], full: set[int]
+    ) -> dict[int, list[bytes]]:
+        """The records to write: all of the full partitions, else the changed."""
+        changed = source.take_changed(table)
+        taken = {p: changed.get(p, []) for p in owned - full}
+        if full:
+            taken.update({p: [] for p in full})
+            # Records name their partition; collect_* skip the others.
+            everything = list(source.records(table))
+            for partition in full:
+                taken[partition] = everything
+        return taken
 
     @staticmethod
-    def _collect_students(
-        records: Iterable[bytes], tables: dict[int, Columns], at: datetime
-    ) -> None:
-        for raw in records:
-            state = Student.loads(raw)
-            target = tables.get(state.partition)
-            if target is None:
-                continue
-            target["team_id"].append(state.team_id)
-            target["student_id"].append(state.student_id)
-            target["student_name"].append(_value(state.student_name))
-            target["student_email"].append(_value(state.student_email))
-            created = _value(state.created)
-            target["created_at"].append(_instant(created))  # type: ignore[arg-type]
-            target["snapshot_at"].append(at)
+    def _due(known: _Partition) -> bool:
+        return known.deltas >= COMPACT_AFTER_DELTAS or (
+            known.deltas > 0
+            and known.delta_rows > COMPACT_AFTER_SHARE * known.base_rows
+        )
 
-    def _write(self, tables: dict[str, dict[int, Columns]], taken_at: datetime) -> None:
-        previous = latest_files(self.snapshot_dir, "engagement_daily")
-        for partition, columns in tables["engagement_daily"].items():
-            if partition in previous:
-                self._archive_released_days(partition, previous[partition], columns)
-        for name, partitions in tables.items():
-            for partition, columns in partitions.items():
-                write_partition(self.snapshot_dir, name, partition, columns, taken_at)
+    def _write(self, read: _Read, taken_at: datetime) -> int:
+        at_us = int(taken_at.timestamp() * 1_000_000)
+        version = version_of(taken_at)
+        owned = set(read.courses)
+        courses = {p: CourseRows() for p in owned}
+        students = {p: _columns(STUDENTS) for p in owned}
+        if read.full:
+            # A full partition's records are the whole table: read it once.
+            first = next(iter(read.full))
+            collect_courses(read.courses[first], {p: courses[p] for p in read.full})
+            collect_students(read.students[first], {p: students[p] for p in read.full})
+        for partition in owned - read.full:
+            collect_courses(read.courses[partition], {partition: courses[partition]})
+            collect_students(read.students[partition], {partition: students[partition]})
+
+        rows = 0
+        wrote = False
+        for partition in sorted(owned):
+            base = partition in read.full
+            kind = "base" if base else "delta"
+            course_rows, student_rows = courses[partition], students[partition]
+            count = len(course_rows.activity["team_id"])
+            rows += count
+            if not (base or count or student_rows["team_id"]):
+                continue  # nothing changed in this partition
+            wrote = True
+
+            def write(
+                table: str, rows: Columns, kind: str = kind, p: int = partition
+            ) -> Path:
+                path = layer_file(self.snapshot_dir, table, kind, p, version)
+                write_file(path, to_table(table, rows, at_us))
+                return path
+
+            # Released days first, then the days, then the activity rows: an
+            # activity file on disk always has its days (analytics.snapshots).
+            if course_rows.released["team_id"]:
+                write(RELEASED, course_rows.released, "delta")
+            if base or count:
+                write(DAILY, course_rows.daily)
+            if base or student_rows["team_id"]:
+                write(STUDENTS, student_rows)
+            if base or count:
+                path = write(ACTIVITY, course_rows.activity)
+                if self.retention_days > 0:
+                    keep_in_history(self.snapshot_dir, path, partition, version)
+            known = self._partitions.setdefault(partition, _Partition())
+            if base:
+                known.base_rows, known.deltas, known.delta_rows = count, 0, 0
+            else:
+                known.deltas += 1
+                known.delta_rows += count + len(student_rows["team_id"])
+        if wrote or not self.db_path.exists():
+            self._publish()
+        return rows
+
+    def _publish(self) -> None:
         # Last: until the catalog names the new files, readers see the
         # previous snapshot whole, and so does anyone after a crash.
-        write_catalog(self.db_path, self.snapshot_dir)
-        removed = prune_versions(self.snapshot_dir, self.grace_seconds)
+        write_catalog(
+            self.db_path, self.snapshot_dir, self.retention_days, self._published
+        )
+        self._published = True
+        removed = prune(self.snapshot_dir, self.grace_seconds, self.retention_days)
         if removed:
             logger.info("Deleted %d superseded snapshot files", removed)
 
-    def _archive_released_days(
-        self, partition: int, previous_path: Path, current: Columns
-    ) -> None:
-        previous = pq.read_table(previous_path)
-        if previous.num_rows == 0:
-            return
+    async def compact(self, partitions: Iterable[int] | None = None) -> float:
+        """Compact these partitions (default: all this worker has); seconds taken."""
+        async with self._lock:
+            started = time.perf_counter()
+            chosen = list(self._partitions if partitions is None else partitions)
+            await asyncio.to_thread(self._compact, chosen)
+            return time.perf_counter() - started
 
-        kept = set(zip(*(current[name] for name in DAILY_KEY), strict=True))
-        previous_keys = zip(
-            *(previous.column(name).to_pylist() for name in DAILY_KEY), strict=True
-        )
-        released = [key not in kept for key in previous_keys]
-        if not any(released):
-            return
+    def _compact(self, partitions: list[int]) -> None:
+        """Merge each partition's base and deltas into a new base, in DuckDB."""
+        current = current_layers(self.snapshot_dir)
+        with duckdb.connect() as connection:
+            for partition in partitions:
+                layers = current.get(partition)
+                if (
+                    layers is None
+                    or not layers.deltas[ACTIVITY] + layers.deltas[STUDENTS]
+                ):
+                    continue
+                version = layers.top_version
+                for table in (RELEASED, DAILY, STUDENTS):
+                    if table == RELEASED and not layers.deltas[RELEASED]:
+                        continue
+                    self._merge(connection, layers, table, partition, version)
+                rows = self._merge(connection, layers, ACTIVITY, partition, version)
+                self._partitions[partition] = _Partition(base_rows=rows)
+        self._publish()
 
-        rows = previous.filter(pa.array(released))
-        taken = pc.max(previous.column("snapshot_at")).as_py()
-        name = f"partition-{partition:04d}-from-{taken:%Y%m%dT%H%M%S%f}.parquet"
-        write_file(self.snapshot_dir / "engagement_daily_archive" / name, rows)
-        logger.info(
-            "Archived %d daily rows of partition %d past the horizon",
-            rows.num_rows,
-            partition,
+    def _merge(
+        self,
+        connection: duckdb.DuckDBPyConnection,
+        layers: Current,
+        table: str,
+        partition: int,
+        version: str,
+    ) -> int:
+        bases = [layers.bases[table]] if layers.bases[table] else []
+        query = current_sql(
+            self.snapshot_dir,
+            table,
+            bases,
+            layers.deltas[table],
+            layers.deltas[ACTIVITY],
         )
+        path = layer_file(self.snapshot_dir, table, "base", partition, version)
+        temporary = path.with_name(f".{path.name}.compact.tmp")
+        connection.execute(
+            f"COPY ({query}) TO {sql_literal(temporary)} "
+            "(FORMAT parquet, COMPRESSION zstd)"
+        )
+        publish(temporary, path)
+        return connection.execute(
+            f"SELECT count(*) FROM read_parquet({sql_literal(path)})"
+        ).fetchone()[0]

@@ -9,6 +9,9 @@ worker's Snapshotter, as a snapshot would. Then, in the same run:
 - full snapshot: the Snapshotter writing every key (decode the records,
   build the columns, write Parquet, rebuild the catalog), against DuckDB
   writing the same rows from one Arrow table already in memory (the floor);
+- incremental snapshot: the next one, after --changed of the keys changed
+  (the same floor, for those rows only), and the compaction that later
+  merges such deltas into the partitions' bases;
 - churn_risk and daily_active (35 days) through the database's views over
   the snapshot files, against the same SQL over plain DuckDB tables holding
   the same rows.
@@ -33,8 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from analytics.catalog import connect_readonly, views_sql  # noqa: E402
-from app.snapshot import Snapshotter  # noqa: E402
-from app.state import DAY_US, CourseActivity, Student  # noqa: E402
+from app.snapshot import RecordSource, Snapshotter  # noqa: E402
+from app.state import (  # noqa: E402
+    DAY_US,
+    CourseActivity,
+    Student,
+    course_key,
+    student_key,
+)
 from benchmarks.report import publish  # noqa: E402
 
 PARTITIONS = 8
@@ -71,22 +80,51 @@ def make_records(keys: int, seed: int) -> tuple[list[bytes], list[bytes]]:
     return courses, students
 
 
-def snapshot_seconds(workdir: Path, courses, students) -> tuple[float, Path]:
-    db_path = workdir / "engagement.duckdb"
-    snapshotter = Snapshotter(db_path, workdir / "snapshots")
+def fill(source: RecordSource, courses: list[bytes], students: list[bytes]) -> None:
+    for raw in courses:
+        state = CourseActivity.loads(raw)
+        key = course_key(state.team_id, state.student_id, state.course_id)
+        source.put("student_course_activity", key, raw, state.partition)
+    for raw in students:
+        student = Student.loads(raw)
+        key = student_key(student.team_id, student.student_id)
+        source.put("students", key, raw, student.partition)
+
+
+def change(source: RecordSource, share: float, seed: int) -> int:
+    """One more event for a share of the keys, as a worker's folds would."""
+    rng = random.Random(seed)
+    table = source.tables["student_course_activity"]
+    changed = rng.sample(sorted(table), int(len(table) * share))
+    for key in changed:
+        state = CourseActivity.loads(table[key])
+        state.activity_events += 1
+        state.last_seen_at = AS_OF_US - 1
+        state.days.setdefault((AS_OF_US - 1) // DAY_US, [0, 0, 0, 0])[0] += 1
+        source.put("student_course_activity", key, state.dumps(), state.partition)
+    return len(changed)
+
+
+def snapshot_seconds(snapshotter: Snapshotter, source: RecordSource) -> float:
     started = time.perf_counter()
-    asyncio.run(snapshotter.snapshot(courses, students, set(range(PARTITIONS))))
-    return time.perf_counter() - started, db_path
+    asyncio.run(snapshotter.snapshot(source, set(range(PARTITIONS))))
+    return time.perf_counter() - started
 
 
-def arrow_floor_seconds(workdir: Path, db_path: Path) -> tuple[float, Path]:
-    """DuckDB writing the snapshot's rows from Arrow tables in memory."""
+TABLES = ("student_course_activity", "students", "engagement_daily")
+
+
+def arrow_floor_seconds(
+    workdir: Path, db_path: Path, only: dict[str, str] | None = None
+) -> tuple[float, Path]:
+    """DuckDB writing the snapshot's rows (or ``only`` these) from Arrow tables."""
+    queries = only or {name: f"SELECT * FROM {name}" for name in TABLES}
     with connect_readonly(db_path) as connection:
         tables = {
-            name: connection.sql(f"SELECT * FROM {name}").to_arrow_table()
-            for name in ("student_course_activity", "students", "engagement_daily")
+            name: connection.sql(query).to_arrow_table()
+            for name, query in queries.items()
         }
-    plain = workdir / "plain.duckdb"
+    plain = workdir / f"plain{len(queries)}{bool(only)}.duckdb"
     connection = duckdb.connect(str(plain))
     started = time.perf_counter()
     for name, table in tables.items():
@@ -137,6 +175,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--changed", type=float, default=0.01, help="Share of keys changed."
+    )
     parser.add_argument("--output", type=Path, help="Append the results here.")
     args = parser.parse_args()
 
@@ -149,12 +190,53 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="analytics-bench-") as tmp:
         workdir = Path(tmp)
-        full, db_path = snapshot_seconds(workdir, courses, students)
+        db_path = workdir / "engagement.duckdb"
+        snapshotter = Snapshotter(db_path, workdir / "snapshots")
+        source = RecordSource()
+        fill(source, courses, students)
+        made_keys = len(courses)
+        del courses, students
+        full = snapshot_seconds(snapshotter, source)
+        changed = change(source, args.changed, args.seed)
+        before = datetime.now(UTC)
+        incremental = snapshot_seconds(snapshotter, source)
+        # The floor for the incremental one: writing just the changed rows.
+        where = f"WHERE snapshot_at > TIMESTAMPTZ '{before.isoformat()}'"
+        with connect_readonly(db_path) as connection:
+            latest = connection.execute(
+                f"SELECT max(snapshot_at) FROM student_course_activity {where}"
+            ).fetchone()[0]
+        keys = (
+            "SEMI JOIN (SELECT team_id, student_id, course_id "
+            "FROM student_course_activity "
+            f"WHERE snapshot_at = TIMESTAMPTZ '{latest.isoformat()}') "
+            "USING (team_id, student_id, course_id)"
+        )
+        small_floor, _ = arrow_floor_seconds(
+            workdir,
+            db_path,
+            {
+                name: f"SELECT * FROM {name} {keys}"
+                for name in ("student_course_activity", "engagement_daily")
+            },
+        )
+        compaction = asyncio.run(snapshotter.compact())
         floor, plain = arrow_floor_seconds(workdir, db_path)
         plain_catalog(plain, workdir / "snapshots")
         rows = [
             ["full snapshot", f"{full:.2f}", f"{floor:.2f}", f"{full / floor:.1f}×"]
         ]
+        rows.append(
+            [
+                f"incremental snapshot ({changed:,} keys changed)",
+                f"{incremental:.2f}",
+                f"{small_floor:.2f}",
+                f"{incremental / small_floor:.1f}×",
+            ]
+        )
+        rows.append(
+            [f"compaction of {PARTITIONS} partitions", f"{compaction:.2f}", "", ""]
+        )
         for name, sql in (
             ("churn_risk", "SELECT * FROM churn_risk_at(?)"),
             ("daily_active, 35 days", "SELECT * FROM daily_active_at(?)"),
@@ -171,7 +253,7 @@ def main() -> None:
                 ]
             )
     publish(
-        f"analytics at {len(courses):,} keys",
+        f"analytics at {made_keys:,} keys",
         ["step", "seconds", "floor seconds", "ratio"],
         rows,
         args.output,

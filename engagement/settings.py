@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # How long a snapshot file is kept once a newer one replaced it: a reader's
     # connection sees the snapshot current when it opened the database.
     duckdb_snapshot_grace_seconds: float = Field(default=900.0, ge=0)
+    # How long student_course_activity_history keeps a snapshot's rows; 0
+    # keeps none.
+    duckdb_history_retention_days: float = Field(default=90.0, ge=0)
 
     @field_validator("webhook_secrets", mode="before")
     @classmethod

@@ -1,47 +1,83 @@
 """Snapshots and readers side by side: no failed query, no lost or torn snapshot.
 
 The worker's Snapshotter is driven directly with state records (no broker:
-what is under test is the file layout and the catalog). Readers are separate
-processes, as an analyst's DuckDB session would be.
+what is under test is the file layout, the catalog and what each snapshot
+writes). Readers are separate processes, as an analyst's DuckDB session
+would be.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from datetime import date
+from collections.abc import Iterator, MutableMapping
+from datetime import UTC, date, datetime
 from pathlib import Path
 
+import pyarrow.parquet as pq
+import pytest
+
+import app.snapshot as snapshot_module
 from analytics.catalog import connect_readonly
-from app.snapshot import Snapshotter
-from app.state import CourseActivity, Student
+from app.snapshot import RecordSource, Snapshotter
+from app.state import DAY_US, HORIZON_DAYS, CourseActivity, Student, course_key
+from app.state import student_key as student_key_of
+from app.tracking import Tracker
 
 PARTITIONS = 4
 REPO = Path(__file__).resolve().parents[1]
+ACTIVITY = "student_course_activity"
 
 
-def _records(generation: int, keys: int) -> tuple[list[bytes], list[bytes]]:
-    """keys course records and their students; activity_events = generation."""
-    courses, students = [], []
-    for n in range(keys):
-        partition = n % PARTITIONS
-        state = CourseActivity("team", f"s{n}", "course", partition)
-        state.first_seen_at = state.last_seen_at = 1_796_000_000_000_000 + n
-        state.activity_events = generation
-        state.days = {20_787: [generation, 0, 0, 0]}
-        courses.append(state.dumps())
-        students.append(Student("team", f"s{n}", partition).dumps())
-    return courses, students
+def _put(source: RecordSource, n: int, generation: int) -> None:
+    """Key n's record, with activity_events = generation."""
+    partition = n % PARTITIONS
+    state = CourseActivity("team", f"s{n}", "course", partition)
+    state.first_seen_at = state.last_seen_at = 1_796_000_000_000_000 + n
+    state.activity_events = generation
+    state.days = {20_787: [generation, 0, 0, 0]}
+    source.put(
+        ACTIVITY, course_key("team", f"s{n}", "course"), state.dumps(), partition
+    )
+    student = Student("team", f"s{n}", partition)
+    source.put("students", student_key_of("team", f"s{n}"), student.dumps(), partition)
 
 
-def _snapshot(snapshotter: Snapshotter, generation: int, keys: int) -> None:
-    courses, students = _records(generation, keys)
-    asyncio.run(snapshotter.snapshot(courses, students, set(range(PARTITIONS))))
+def _generation(source: RecordSource, generation: int, keys: range) -> None:
+    for n in keys:
+        _put(source, n, generation)
+
+
+def _snapshot(snapshotter: Snapshotter, source: RecordSource) -> None:
+    asyncio.run(snapshotter.snapshot(source, set(range(PARTITIONS))))
+
+
+def _events(db_path: Path, table: str) -> dict[str, int]:
+    """activity_events by student of a table holding one row per student."""
+    with connect_readonly(db_path) as connection:
+        rows = connection.execute(
+            f"SELECT student_id, activity_events FROM {table}"
+        ).fetchall()
+    assert len(rows) == len({student for student, _ in rows}), "a row appears twice"
+    return dict(rows)
+
+
+def _activity(db_path: Path) -> dict[str, int]:
+    return _events(db_path, "student_course_activity")
+
+
+def _daily_events(db_path: Path) -> dict[str, int]:
+    return _events(db_path, "engagement_daily")
+
+
+def _files(snapshot_dir: Path, table: str, kind: str) -> list[Path]:
+    return sorted((snapshot_dir / table).glob(f"{kind}-*.parquet"))
 
 
 READER = textwrap.dedent(
@@ -58,9 +94,9 @@ READER = textwrap.dedent(
                     " sum(length(student_id)) FROM student_course_activity"
                 ).fetchone()
                 days = con.execute(
-                    "SELECT count(*) FROM engagement_daily"
-                ).fetchone()[0]
-            seen.add((rows[0], rows[1], rows[2], days))
+                    "SELECT count(*), sum(activity_events) FROM engagement_daily"
+                ).fetchone()
+            seen.add((rows[0], rows[1], rows[2], days[0], days[1]))
         except Exception as error:
             failures += 1
             print("FAILED", type(error).__name__, error, file=sys.stderr)
@@ -75,7 +111,9 @@ def test_readers_never_fail_while_snapshots_replace_each_other(tmp_path):
     db_path = tmp_path / "engagement.duckdb"
     snapshotter = Snapshotter(db_path, tmp_path / "snapshots", grace_seconds=60)
     keys = 4000
-    _snapshot(snapshotter, 1, keys)
+    source = RecordSource()
+    _generation(source, 1, range(keys))
+    _snapshot(snapshotter, source)
 
     readers = [
         subprocess.Popen(
@@ -86,11 +124,14 @@ def test_readers_never_fail_while_snapshots_replace_each_other(tmp_path):
         )
         for _ in range(2)
     ]
+    # Every key changes in every snapshot: each one is a delta big enough to
+    # be compacted at once, so readers see deltas and compactions alike.
     generation = 1
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         generation += 1
-        _snapshot(snapshotter, generation, keys)
+        _generation(source, generation, range(keys))
+        _snapshot(snapshotter, source)
 
     for reader in readers:
         out, err = reader.communicate(timeout=60)
@@ -98,15 +139,157 @@ def test_readers_never_fail_while_snapshots_replace_each_other(tmp_path):
         assert failures == 0, err
         # Every answer is one whole snapshot: all keys, one generation.
         for line in out.splitlines()[1:]:
-            count, low, high, days = (int(x) for x in line.split())
+            count, low, high, days, day_events = (int(x) for x in line.split())
             assert (count, days) == (keys, keys) and low == high, line
+            assert day_events == keys * low, line
         assert distinct > 1, "the reader never saw a snapshot change"
 
+    assert _activity(db_path) == {f"s{n}": generation for n in range(keys)}
+
+
+def test_a_snapshot_writes_only_the_keys_that_changed(tmp_path):
+    db_path = tmp_path / "engagement.duckdb"
+    snapshot_dir = tmp_path / "snapshots"
+    snapshotter = Snapshotter(db_path, snapshot_dir)
+    source = RecordSource()
+    _generation(source, 1, range(400))
+    _snapshot(snapshotter, source)
+    assert len(_files(snapshot_dir, ACTIVITY, "base")) == PARTITIONS
+
+    changed = [3, 17, 222]  # partitions 3, 1 and 2
+    expected = {f"s{n}": 1 for n in range(400)}
+    for n in changed:
+        _put(source, n, 2)
+        expected[f"s{n}"] = 2
+    _snapshot(snapshotter, source)
+
+    deltas = _files(snapshot_dir, ACTIVITY, "delta")
+    assert len(deltas) == 3  # partition 0 had no change: no file
+    written = sorted(
+        student
+        for path in deltas
+        for student in pq.read_table(path)["student_id"].to_pylist()
+    )
+    assert written == sorted(f"s{n}" for n in changed)
+    students = [
+        student
+        for path in _files(snapshot_dir, "students", "delta")
+        for student in pq.read_table(path)["student_id"].to_pylist()
+    ]
+    assert sorted(students) == sorted(f"s{n}" for n in changed)
+    assert _activity(db_path) == expected
+    assert _daily_events(db_path) == expected
+
+    # Nothing changed: nothing is written, and the views stay as they were.
+    before = sorted(p.name for p in snapshot_dir.rglob("*.parquet"))
+    _snapshot(snapshotter, source)
+    assert sorted(p.name for p in snapshot_dir.rglob("*.parquet")) == before
+    assert _activity(db_path) == expected
+
+
+def test_compaction_merges_deltas_into_a_base_with_the_same_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(snapshot_module, "COMPACT_AFTER_DELTAS", 3)
+    db_path = tmp_path / "engagement.duckdb"
+    snapshot_dir = tmp_path / "snapshots"
+    snapshotter = Snapshotter(db_path, snapshot_dir, grace_seconds=0)
+    source = RecordSource()
+    _generation(source, 1, range(200))
+    _snapshot(snapshotter, source)
+    expected = {f"s{n}": 1 for n in range(200)}
+    for generation in (2, 3, 4):
+        for n in range(10 * generation, 10 * generation + 8):  # two per partition
+            _put(source, n, generation)
+            expected[f"s{n}"] = generation
+        _snapshot(snapshotter, source)
+        assert _activity(db_path) == expected
+
+    # The third delta made the partitions due: one base each, no delta left.
+    for table in (ACTIVITY, "students", "engagement_daily"):
+        assert len(_files(snapshot_dir, table, "base")) == PARTITIONS, table
+        assert not _files(snapshot_dir, table, "delta"), table
+    assert snapshotter.last is not None and snapshotter.last.compact_seconds > 0
+    merged = {}
+    for path in _files(snapshot_dir, ACTIVITY, "base"):
+        table = pq.read_table(path)
+        merged.update(
+            zip(
+                table["student_id"].to_pylist(),
+                table["activity_events"].to_pylist(),
+                strict=True,
+            )
+        )
+    assert merged == expected
+
+
+def test_history_keeps_each_snapshots_rows_for_its_retention(tmp_path):
+    db_path = tmp_path / "engagement.duckdb"
+    snapshot_dir = tmp_path / "snapshots"
+    snapshotter = Snapshotter(db_path, snapshot_dir, grace_seconds=0)
+    source = RecordSource()
+    _generation(source, 1, range(20))
+    for generation in (1, 2, 3):
+        _put(source, 5, generation)
+        _snapshot(snapshotter, source)
     with connect_readonly(db_path) as connection:
-        latest = connection.execute(
-            "SELECT count(*), min(activity_events) FROM student_course_activity"
-        ).fetchone()
-    assert latest == (keys, generation)
+        history = connection.execute(
+            "SELECT student_id, activity_events, snapshot_at "
+            "FROM student_course_activity_history ORDER BY snapshot_at"
+        ).fetchall()
+        columns = [
+            c[0]
+            for c in connection.execute(
+                "DESCRIBE student_course_activity_history"
+            ).fetchall()
+        ]
+    # The first snapshot wrote every key; the next two only s5.
+    assert len(history) == 20 + 2
+    assert [(s, e) for s, e, _ in history if s == "s5"] == [
+        ("s5", 1),
+        ("s5", 2),
+        ("s5", 3),
+    ]
+    assert len({at for s, _, at in history if s == "s5"}) == 3
+    assert "student_email" not in columns and "student_name" not in columns
+
+    # Past its retention, a snapshot's rows leave the history.
+    snapshotter.retention_days = 1.0 / 86400  # one second
+    time.sleep(1.2)
+    _put(source, 6, 9)
+    _snapshot(snapshotter, source)
+    with connect_readonly(db_path) as connection:
+        kept = connection.execute(
+            "SELECT student_id, activity_events FROM student_course_activity_history"
+        ).fetchall()
+    assert kept == [("s6", 9)]
+    files = list((snapshot_dir / "student_course_activity_history").glob("delta-*"))
+    assert len(files) == 1
+
+
+def test_two_workers_show_every_key_once_and_a_takeover_rewrites_the_partition(
+    tmp_path,
+):
+    db_path = tmp_path / "engagement.duckdb"
+    snapshot_dir = tmp_path / "snapshots"
+    one, two = (Snapshotter(db_path, snapshot_dir) for _ in range(2))
+    source_one, source_two = RecordSource(), RecordSource()
+    _generation(source_one, 1, range(0, 100))
+    _generation(source_two, 1, range(0, 100))  # both hold every record ...
+    asyncio.run(one.snapshot(source_one, {0, 1}))  # ... each owns two partitions
+    asyncio.run(two.snapshot(source_two, {2, 3}))
+    assert _activity(db_path) == {f"s{n}": 1 for n in range(100)}
+
+    # Worker one loses partition 1 to worker two, which changed some of its
+    # keys while worker one never heard of them.
+    one.forget({1})
+    for n in (1, 5, 9):
+        _put(source_two, n, 7)
+    source_two.take_changed(ACTIVITY)  # as if a snapshot had taken them elsewhere
+    asyncio.run(two.snapshot(source_two, {1, 2, 3}))
+    asyncio.run(one.snapshot(source_one, {0}))
+    expected = {f"s{n}": 1 for n in range(100)}
+    expected.update({"s1": 7, "s5": 7, "s9": 7})
+    assert _activity(db_path) == expected
+    assert two.last is not None and two.last.full_partitions == 1
 
 
 KILLED = textwrap.dedent(
@@ -115,41 +298,66 @@ KILLED = textwrap.dedent(
     from pathlib import Path
     import analytics.snapshots as snapshots
     import app.snapshot as snapshot_module
-    from tests.test_snapshots import PARTITIONS, _records
+    from tests.test_snapshots import PARTITIONS, _generation
+    from app.snapshot import RecordSource
 
-    db, marker = Path(sys.argv[1]), Path(sys.argv[2])
-    written = 0
-    original = snapshots.write_partition
-
-    def slow_write(*args, **kwargs):
-        global written
-        path = original(*args, **kwargs)
-        written += 1
-        if written == 5:  # part of the snapshot is on disk
-            marker.write_text("half")
-            time.sleep(600)
-        return path
-
-    snapshot_module.write_partition = slow_write
+    db, marker, phase = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+    snapshot_module.COMPACT_AFTER_DELTAS = 1 if phase == "compaction" else 100
+    snapshot_module.COMPACT_AFTER_SHARE = 100.0
     snapshotter = snapshot_module.Snapshotter(db, db.with_suffix(".snapshots"))
-    courses, students = _records(2, 1000)
-    asyncio.run(snapshotter.snapshot(courses, students, set(range(PARTITIONS))))
+    source = RecordSource()
+    _generation(source, 1, range(1000))
+    if phase != "full":
+        asyncio.run(snapshotter.snapshot(source, set(range(PARTITIONS))))
+        # The test's view of the database is this snapshot, generation 1.
+    calls = 0
+
+    def stop_after(original, nth):
+        def wrapper(*args, **kwargs):
+            global calls
+            result = original(*args, **kwargs)
+            calls += 1
+            if calls == nth:  # part of the snapshot is on disk
+                marker.write_text("half")
+                time.sleep(600)
+            return result
+        return wrapper
+
+    if phase == "compaction":
+        snapshot_module.publish = stop_after(snapshots.publish, 2)
+        _generation(source, 2, range(0, 1000, 3))
+    else:
+        snapshot_module.write_file = stop_after(snapshots.write_file, 5)
+        _generation(source, 2, range(1000))
+    if phase != "compaction":
+        marker.with_suffix(".ready").write_text("")
+    asyncio.run(snapshotter.snapshot(source, set(range(PARTITIONS))))
     """
 )
 
 
-def test_a_snapshot_killed_mid_write_leaves_the_previous_one_whole(tmp_path):
+def _expected_after_kill(phase: str) -> dict[str, int]:
+    if phase == "compaction":  # the delta of generation 2 was published
+        return {f"s{n}": 2 if n % 3 == 0 else 1 for n in range(1000)}
+    return {f"s{n}": 1 for n in range(1000)}
+
+
+@pytest.mark.parametrize("phase", ["full", "delta", "compaction"])
+def test_a_snapshot_killed_mid_write_leaves_the_previous_one_whole(tmp_path, phase):
     db_path = tmp_path / "engagement.duckdb"
     snapshot_dir = db_path.with_suffix(".snapshots")
-    _snapshot(Snapshotter(db_path, snapshot_dir), 1, 1000)
+    if phase == "full":  # a previous snapshot, by an earlier worker
+        source = RecordSource()
+        _generation(source, 1, range(1000))
+        _snapshot(Snapshotter(db_path, snapshot_dir), source)
 
     marker = tmp_path / "half-written"
     process = subprocess.Popen(
-        [sys.executable, "-c", KILLED, str(db_path), str(marker)],
+        [sys.executable, "-c", KILLED, str(db_path), str(marker), phase],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while not marker.exists():
         assert process.poll() is None, "the snapshot process died on its own"
         assert time.monotonic() < deadline, "the snapshot never got half-way"
@@ -157,77 +365,133 @@ def test_a_snapshot_killed_mid_write_leaves_the_previous_one_whole(tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
 
-    with connect_readonly(db_path) as connection:
-        state = connection.execute(
-            "SELECT count(*), min(activity_events), max(activity_events) "
-            "FROM student_course_activity"
-        ).fetchone()
-        days = connection.execute("SELECT count(*) FROM engagement_daily").fetchone()
-    assert state == (1000, 1, 1) and days == (1000,)
+    expected = _expected_after_kill(phase)
+    assert _activity(db_path) == expected
+    assert _daily_events(db_path) == expected
 
-    # The next snapshot takes over from the debris.
-    _snapshot(Snapshotter(db_path, snapshot_dir), 3, 1000)
-    with connect_readonly(db_path) as connection:
-        state = connection.execute(
-            "SELECT count(*), min(activity_events), max(activity_events) "
-            "FROM student_course_activity"
-        ).fetchone()
-    assert state == (1000, 3, 3)
+    # A new worker takes over from the debris: a whole snapshot of its own.
+    source = RecordSource()
+    _generation(source, 3, range(1000))
+    _snapshot(Snapshotter(db_path, snapshot_dir), source)
+    assert _activity(db_path) == {f"s{n}": 3 for n in range(1000)}
 
 
 def test_superseded_files_go_after_the_grace_period(tmp_path):
     db_path = tmp_path / "engagement.duckdb"
     snapshot_dir = tmp_path / "snapshots"
     snapshotter = Snapshotter(db_path, snapshot_dir, grace_seconds=3600)
-    for generation in (1, 2, 3):
-        _snapshot(snapshotter, generation, 100)
-    folder = snapshot_dir / "student_course_activity"
-    versions = sorted(p.name for p in folder.glob("partition-0000-*.parquet"))
-    assert len(versions) == 3  # all within the grace period
+    source = RecordSource()
+    for generation in (1, 2, 3):  # every key changes: compacted every time
+        _generation(source, generation, range(100))
+        _snapshot(snapshotter, source)
+    bases = _files(snapshot_dir, ACTIVITY, "base-0000")
+    assert len(bases) == 3  # all within the grace period
 
     snapshotter.grace_seconds = 0
-    _snapshot(snapshotter, 4, 100)
-    for table in ("student_course_activity", "students", "engagement_daily"):
+    _generation(source, 4, range(100))
+    _snapshot(snapshotter, source)
+    for table in (ACTIVITY, "students", "engagement_daily"):
         for partition in range(PARTITIONS):
-            kept = list((snapshot_dir / table).glob(f"partition-{partition:04d}-*"))
+            kept = list((snapshot_dir / table).glob(f"*-{partition:04d}-*"))
             assert len(kept) == 1, (table, partition, kept)
-    with connect_readonly(db_path) as connection:
-        assert connection.execute(
-            "SELECT count(*), min(activity_events) FROM student_course_activity"
-        ).fetchone() == (100, 4)
+    assert _activity(db_path) == {f"s{n}": 4 for n in range(100)}
 
 
-def test_days_the_worker_lets_go_stay_in_engagement_daily(tmp_path):
+class _SourceTable(MutableMapping[bytes, bytes]):
+    """A table as the Tracker writes it, feeding a RecordSource."""
+
+    def __init__(self, source: RecordSource, name: str) -> None:
+        self.source, self.name, self.partition = source, name, 0
+
+    def __getitem__(self, key: bytes) -> bytes:
+        return self.source.tables[self.name][key]
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.source.put(self.name, key, value, self.partition)
+
+    def __delitem__(self, key: bytes) -> None:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.source.tables[self.name])
+
+    def __len__(self) -> int:
+        return len(self.source.tables[self.name])
+
+
+def _body(event_id: str, name: str, sent_us: int) -> bytes:
+    sent = datetime.fromtimestamp(sent_us / 1e6, UTC)
+    ids = {"team": "team", "student": "s1", "course": "c1", "lesson": "l1"}
+    return json.dumps(
+        {
+            "id": event_id,
+            "event": f"alpaclass.{name}",
+            "sentDate": sent.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "data": {ref: {"id": value} for ref, value in ids.items()},
+        }
+    ).encode()
+
+
+def test_days_the_worker_lets_go_stay_in_engagement_daily(tmp_path, fixtures_dir):
+    """Real folds: a key's old days leave the worker's state, not DuckDB."""
     db_path = tmp_path / "engagement.duckdb"
-    snapshotter = Snapshotter(db_path, tmp_path / "snapshots")
-    old_day, recent_day = 20_700, 20_787  # 2026-09-04 and 2026-11-30
+    snapshot_dir = tmp_path / "snapshots"
+    source = RecordSource()
+    snapshotter = Snapshotter(db_path, snapshot_dir)
+    tracker = Tracker(
+        _SourceTable(source, ACTIVITY),
+        _SourceTable(source, "students"),
+        snapshotter.snapshotted,
+    )
+    start = 20_700 * DAY_US  # 2026-09-04
+    old_day = 20_700
+    late_day = old_day + HORIZON_DAYS + 5
 
-    def state(days: dict[int, list[int]]) -> bytes:
-        record = CourseActivity("team", "s1", "course", 0)
-        record.first_seen_at = record.last_seen_at = 1_796_000_000_000_000
-        record.activity_events = sum(counts[0] for counts in days.values())
-        record.days = days
-        return record.dumps()
+    def fold(*bodies: bytes) -> None:
+        outcomes = tracker.fold(0, bodies)
+        assert outcomes.get("rejected", 0) == 0, outcomes
 
-    def daily() -> dict:
+    def daily() -> dict[int, list[int]]:
         with connect_readonly(db_path) as connection:
             rows = connection.execute(
                 "SELECT day, activity_events, visits, lesson_finishes, comments "
-                "FROM engagement_daily"
+                "FROM engagement_daily WHERE student_id = 's1'"
             ).fetchall()
         return {(day - date(1970, 1, 1)).days: counts for day, *counts in rows}
 
-    def snap(days: dict[int, list[int]]) -> None:
-        asyncio.run(snapshotter.snapshot([state(days)], [], {0}))
+    def snap(whole: Snapshotter | None = None) -> None:
+        asyncio.run((whole or snapshotter).snapshot(source, {0}))
 
-    snap({old_day: [3, 2, 1, 0], recent_day: [1, 1, 0, 0]})
-    assert daily() == {old_day: [3, 2, 1, 0], recent_day: [1, 1, 0, 0]}
-    # Past the horizon, the worker lets the old day go: DuckDB keeps it.
-    snap({recent_day: [2, 1, 0, 0]})
-    assert daily() == {old_day: [3, 2, 1, 0], recent_day: [2, 1, 0, 0]}
+    fold(
+        _body("a", "student_course_last_seen", start + 10),
+        _body("b", "student_lesson_finished", start + 20),
+        _body("c", "student_comment_created", start + 30),
+    )
+    snap()
+    assert daily() == {old_day: [3, 1, 1, 1]}
+    # Fifty days on, the worker lets the old day go: DuckDB keeps it.
+    fold(_body("d", "student_course_last_seen", late_day * DAY_US))
+    snap()
+    assert daily() == {old_day: [3, 1, 1, 1], late_day: [1, 1, 0, 0]}
+    # The next fold knows that snapshot is durable and drops the day for good.
+    fold(_body("e", "student_course_last_seen", late_day * DAY_US + 1))
+    record = CourseActivity.loads(
+        source.tables[ACTIVITY][course_key("team", "s1", "c1")]
+    )
+    assert record.released == []
+    snap()
+    assert daily() == {old_day: [3, 1, 1, 1], late_day: [2, 2, 0, 0]}
     # A late event lands in the old day again: the day's total is the sum.
-    snap({old_day: [1, 0, 0, 1], recent_day: [2, 1, 0, 0]})
-    assert daily() == {old_day: [4, 2, 1, 1], recent_day: [2, 1, 0, 0]}
-    # Let go a second time: two archived pieces of one day, still one row.
-    snap({recent_day: [2, 1, 0, 0]})
-    assert daily() == {old_day: [4, 2, 1, 1], recent_day: [2, 1, 0, 0]}
+    fold(_body("f", "student_course_last_seen", start + 40))
+    snap()
+    assert daily() == {old_day: [4, 2, 1, 1], late_day: [2, 2, 0, 0]}
+    # Let go a second time, and written twice (a new worker's whole snapshot
+    # before the state dropped it): still one row, the same total.
+    fold(_body("g", "student_course_last_seen", late_day * DAY_US + 2 * DAY_US))
+    snap()
+    snap(Snapshotter(db_path, snapshot_dir))
+    assert daily() == {
+        old_day: [4, 2, 1, 1],
+        late_day: [2, 2, 0, 0],
+        late_day + 2: [1, 1, 0, 0],
+    }
