@@ -24,6 +24,12 @@ CREATE OR REPLACE MACRO engagement_as_of_us(as_of) AS
 CREATE OR REPLACE MACRO engagement_day_start_us(day) AS
     CAST(day - DATE '1970-01-01' AS BIGINT) * 86400000000;
 
+-- The first day whose start lies at or after n days before as_of: a window
+-- of n days is [engagement_window_start(as_of, n), engagement_window_start(as_of, 0)).
+CREATE OR REPLACE MACRO engagement_window_start(as_of, n) AS
+    DATE '1970-01-01' + CAST(ceil(
+        (engagement_as_of_us(as_of) - n * 86400000000) / 86400000000) AS INTEGER);
+
 -- The UTC day of an instant, and the Monday that starts its week.
 CREATE OR REPLACE MACRO engagement_utc_day(instant) AS
     CAST(timezone('UTC', CAST(instant AS TIMESTAMPTZ)) AS DATE);
@@ -54,22 +60,19 @@ CREATE OR REPLACE MACRO engagement_week(day) AS
 -- as_of; otherwise active, cooling, at_risk or churned by days since last
 -- seen, with cut-offs cooling (7), at_risk (14) and churned (30).
 CREATE OR REPLACE MACRO churn_risk_at(as_of, cooling := 7, at_risk := 14, churned := 30) AS TABLE
-WITH point AS (
-    SELECT engagement_as_of_us(as_of) AS now_us, 86400000000 AS day_us
-),
-recent AS (
+WITH recent AS (
     SELECT d.team_id, d.student_id, d.course_id,
-           count(*) FILTER (WHERE engagement_day_start_us(d.day) >= now_us - 7 * day_us)
+           count(*) FILTER (WHERE d.day >= engagement_window_start(as_of, 7))
                AS active_days_7,
            count(*) AS active_days_28,
            coalesce(sum(d.activity_events) FILTER (
-               WHERE engagement_day_start_us(d.day) >= now_us - 7 * day_us), 0) AS events_7,
+               WHERE d.day >= engagement_window_start(as_of, 7)), 0) AS events_7,
            coalesce(sum(d.activity_events) FILTER (
-               WHERE engagement_day_start_us(d.day) < now_us - 7 * day_us), 0) AS events_21
-    FROM engagement_daily AS d, point
+               WHERE d.day < engagement_window_start(as_of, 7)), 0) AS events_21
+    FROM engagement_daily AS d
     WHERE d.activity_events > 0
-      AND engagement_day_start_us(d.day) >= now_us - 28 * day_us
-      AND engagement_day_start_us(d.day) < now_us
+      AND d.day >= engagement_window_start(as_of, 28)
+      AND d.day < engagement_window_start(as_of, 0)
     GROUP BY d.team_id, d.student_id, d.course_id
 ),
 courses AS (
@@ -81,22 +84,22 @@ measured AS (
     SELECT a.team_id, a.student_id, a.course_id, a.student_name, a.student_email,
            a.course_name, a.last_seen_at, a.lessons_finished, c.course_lessons,
            s.created_at,
-           greatest(point.now_us - epoch_us(a.last_seen_at), 0) / 86400e6
-               AS days_since_last_seen,
+           greatest(engagement_as_of_us(as_of) - epoch_us(a.last_seen_at), 0)
+               / 86400e6 AS days_since_last_seen,
            coalesce(r.active_days_7, 0) AS active_days_7,
            coalesce(r.active_days_28, 0) AS active_days_28,
            coalesce(r.events_7, 0) / 7.0 AS rate_7,
            coalesce(r.events_21, 0) / 21.0 AS rate_21,
            s.created_at IS NOT NULL
-               AND epoch_us(s.created_at) > point.now_us - 7 * point.day_us
-               AND epoch_us(s.created_at) <= point.now_us AS onboarding
+               AND epoch_us(s.created_at)
+                   > engagement_as_of_us(as_of) - 7 * 86400000000
+               AND epoch_us(s.created_at) <= engagement_as_of_us(as_of) AS onboarding
     FROM student_course_activity AS a
-    CROSS JOIN point
     LEFT JOIN recent AS r USING (team_id, student_id, course_id)
     LEFT JOIN courses AS c USING (team_id, course_id)
     LEFT JOIN students AS s USING (team_id, student_id)
     WHERE NOT a.course_finished AND a.last_seen_at IS NOT NULL
-      AND epoch_us(a.first_seen_at) <= point.now_us
+      AND epoch_us(a.first_seen_at) <= engagement_as_of_us(as_of)
 ),
 scored AS (
     SELECT *,
@@ -125,14 +128,14 @@ SELECT team_id, student_id, course_id, student_name, student_email, course_name,
        nullif(concat_ws('; ',
            CASE WHEN onboarding THEN 'registered less than 7 days ago' END,
            CASE WHEN days_since_last_seen >= cooling
-                THEN format('not seen for {} days', CAST(floor(days_since_last_seen) AS BIGINT)) END,
+                THEN 'not seen for ' || CAST(floor(days_since_last_seen) AS BIGINT) || ' days' END,
            CASE WHEN active_days_28 <= 2
-                THEN format('active on {} of the last 28 days', active_days_28) END,
+                THEN 'active on ' || active_days_28 || ' of the last 28 days' END,
            CASE WHEN trend <= -0.5 AND rate_21 > 0
-                THEN format('activity down {}% against the 3 weeks before',
-                            CAST(round(-trend * 100) AS BIGINT)) END,
+                THEN 'activity down ' || CAST(round(-trend * 100) AS BIGINT)
+                    || '% against the 3 weeks before' END,
            CASE WHEN progress < 0.25
-                THEN format('{} of about {} lessons finished', lessons_finished, course_lessons) END
+                THEN lessons_finished || ' of about ' || course_lessons || ' lessons finished' END
        ), '') AS reasons
 FROM banded
 ORDER BY risk_score DESC, team_id, student_id, course_id;
@@ -177,89 +180,77 @@ SELECT * FROM never_started_at(now());
 -- ending that day, and stickiness (active that day over active in the 28).
 -- Days on which nobody was active in the 28 days ending then have no row.
 --
--- Counted without pairing every day with every active day: a student active
--- on day a counts for the n days from a on (n = 1, 7, 28). Active days less
--- than n apart make one span, which adds 1 on its first day and takes it
--- away n days after its last; so an active day adds 1 unless the student's
--- previous one is less than n days before, and takes 1 away n days later
--- unless the next one comes sooner. A day's count is the running sum of
--- those changes up to it (an ASOF join). '' stands for "the whole school"
--- inside, as no id is empty.
+-- Counted with one bit mask per student (and course): bit p is set when
+-- the student was active p days before the window's last day. A student
+-- counts on a day for the n days ending then when one of the n bits from
+-- that day's on is set; OR-ing the mask with itself shifted by 1, 2, 3
+-- (then 4, 8, 12) sets exactly those. A UHUGEINT holds 128 days, so
+-- `days` is at most 100 (the 28-day count looks 27 days further back).
+-- '' stands for "the whole school" inside, as no id is empty.
 CREATE OR REPLACE MACRO daily_active_at(as_of, days := 35) AS TABLE
-WITH point AS (
-    SELECT engagement_as_of_us(as_of) AS now_us, 86400000000 AS day_us
+WITH bounds AS (
+    SELECT CASE WHEN days BETWEEN 1 AND 100 THEN days
+                ELSE error('daily_active_at: days must be between 1 and 100')
+           END AS days,
+           engagement_window_start(as_of, days + 27) AS first_day,
+           engagement_window_start(as_of, 0) AS end_day
 ),
-calendar AS (
-    SELECT DATE '1970-01-01' + CAST(n AS INTEGER) AS day
-    FROM (
-        SELECT unnest(range(
-            CAST(ceil((now_us - days * day_us) / day_us) AS BIGINT),
-            CAST(ceil(now_us / day_us) AS BIGINT))) AS n
-        FROM point)
+course_masks AS (
+    SELECT d.team_id, d.course_id, d.student_id,
+           bit_or(CAST(1 AS UHUGEINT) << CAST(b.end_day - 1 - d.day AS UHUGEINT))
+               AS active
+    FROM engagement_daily AS d, bounds AS b
+    WHERE d.activity_events > 0 AND d.day >= b.first_day AND d.day < b.end_day
+    GROUP BY d.team_id, d.course_id, d.student_id
 ),
-recent AS (
-    SELECT team_id, course_id, student_id, day
-    FROM engagement_daily, point
-    WHERE activity_events > 0
-      AND engagement_day_start_us(day) < now_us
-      AND engagement_day_start_us(day) >= now_us - (days + 28) * day_us
-),
-active AS (
-    -- engagement_daily has one row per (team, student, course, day) already.
-    SELECT team_id, course_id, student_id, day FROM recent
+masks AS (
+    SELECT team_id, course_id, active FROM course_masks
     UNION ALL
-    SELECT DISTINCT team_id, '' AS course_id, student_id, day FROM recent
+    SELECT team_id, '' AS course_id, bit_or(active)
+    FROM course_masks
+    GROUP BY team_id, student_id
 ),
-widths(width) AS (VALUES (1), (7), (28)),
-neighbours AS (
-    SELECT team_id, course_id, day,
-           day - lag(day) OVER by_student AS since_previous,
-           lead(day) OVER by_student - day AS until_next
-    FROM active
-    WINDOW by_student AS (PARTITION BY team_id, course_id, student_id ORDER BY day)
+spread AS (
+    SELECT team_id, course_id, active,
+           active | (active >> CAST(1 AS UHUGEINT)) AS within_2
+    FROM masks
 ),
-deltas AS (
-    SELECT team_id, course_id, width, day, 1 AS delta
-    FROM neighbours, widths
-    WHERE since_previous IS NULL OR since_previous >= width
-    UNION ALL
-    SELECT team_id, course_id, width, day + width AS day, -1 AS delta
-    FROM neighbours, widths
-    WHERE until_next IS NULL OR until_next >= width
+spread_4 AS (
+    SELECT *, within_2 | (within_2 >> CAST(2 AS UHUGEINT)) AS within_4 FROM spread
 ),
-changes AS (
-    SELECT team_id, course_id, width, day,
-           CAST(sum(sum(delta)) OVER (
-               PARTITION BY team_id, course_id, width ORDER BY day) AS BIGINT)
-               AS students
-    FROM deltas
-    GROUP BY team_id, course_id, width, day
+spread_8 AS (
+    SELECT *, within_4 | (within_4 >> CAST(3 AS UHUGEINT)) AS within_7,
+           within_4 | (within_4 >> CAST(4 AS UHUGEINT)) AS within_8
+    FROM spread_4
 ),
-grid AS (
-    SELECT g.team_id, g.course_id, c.day, w.width
-    FROM (SELECT DISTINCT team_id, course_id FROM active) AS g, calendar AS c, widths AS w
+spread_28 AS (
+    SELECT team_id, course_id, active, within_7,
+           within_8 | (within_8 >> CAST(8 AS UHUGEINT)) AS within_16
+    FROM spread_8
+),
+covered AS (
+    SELECT team_id, course_id, active, within_7,
+           within_16 | (within_16 >> CAST(12 AS UHUGEINT)) AS within_28
+    FROM spread_28
+),
+offsets AS (
+    SELECT unnest(range(0, days)) AS back, end_day FROM bounds
 ),
 counted AS (
-    SELECT grid.team_id, grid.course_id, grid.day, grid.width,
-           coalesce(changes.students, 0) AS students
-    FROM grid
-    ASOF LEFT JOIN changes
-        ON grid.team_id = changes.team_id
-       AND grid.course_id = changes.course_id
-       AND grid.width = changes.width
-       AND grid.day >= changes.day
-),
-pivoted AS (
-    SELECT team_id, nullif(course_id, '') AS course_id, day,
-           max(students) FILTER (WHERE width = 1) AS active_students,
-           max(students) FILTER (WHERE width = 7) AS active_students_7d,
-           max(students) FILTER (WHERE width = 28) AS active_students_28d
-    FROM counted
-    GROUP BY team_id, course_id, day
+    SELECT c.team_id, c.course_id, o.end_day - 1 - CAST(o.back AS INTEGER) AS day,
+           count(*) FILTER (WHERE ((c.active >> CAST(o.back AS UHUGEINT))
+                                   & CAST(1 AS UHUGEINT)) = 1) AS active_students,
+           count(*) FILTER (WHERE ((c.within_7 >> CAST(o.back AS UHUGEINT))
+                                   & CAST(1 AS UHUGEINT)) = 1) AS active_students_7d,
+           count(*) FILTER (WHERE ((c.within_28 >> CAST(o.back AS UHUGEINT))
+                                   & CAST(1 AS UHUGEINT)) = 1) AS active_students_28d
+    FROM covered AS c, offsets AS o
+    GROUP BY c.team_id, c.course_id, o.end_day, o.back
 )
-SELECT team_id, course_id, day, active_students, active_students_7d,
-       active_students_28d, active_students / active_students_28d AS stickiness
-FROM pivoted
+SELECT team_id, nullif(course_id, '') AS course_id, day, active_students,
+       active_students_7d, active_students_28d,
+       active_students / active_students_28d AS stickiness
+FROM counted
 WHERE active_students_28d > 0
 ORDER BY team_id, day, course_id NULLS FIRST;
 
