@@ -23,12 +23,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import accumulate
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from analytics.catalog import DEFAULT_RETENTION_DAYS, write_catalog
 from analytics.schema import SNAPSHOT_TABLES
@@ -110,10 +112,16 @@ def _columns(table: str) -> Columns:
 
 @dataclass
 class CourseRows:
-    """One partition's rows of the tables that course records fill."""
+    """One partition's rows of the tables that course records fill.
+
+    The days are kept as the records have them, flat (app.state.DAY_FIELDS
+    numbers a day), with how many days each activity row has: Arrow makes
+    the columns of engagement_daily from those (daily_table).
+    """
 
     activity: Columns = field(default_factory=lambda: _columns(ACTIVITY))
-    daily: Columns = field(default_factory=lambda: _columns(DAILY))
+    days: list[int] = field(default_factory=list)
+    day_counts: list[int] = field(default_factory=list)
     released: Columns = field(default_factory=lambda: _columns(RELEASED))
 
 
@@ -135,22 +143,13 @@ def collect_courses(records: Iterable[bytes], targets: dict[int, CourseRows]) ->
         lists = bound.get(header[1])
         if lists is None:  # a partition another worker owns now
             continue
-        activity, daily, released = lists
+        activity, add_days, count_days, released = lists
         for append, value in zip(activity, header[2:_ACTIVITY_END]):  # noqa: B905
             append(value)
         team, student, course = header[2:5]
         days = header[_DAYS]
-        if days:
-            n = len(days) // DAY_FIELDS
-            teams, students, courses, day, events, visits, finishes, comments = daily
-            teams([team] * n)
-            students([student] * n)
-            courses([course] * n)
-            day(days[0::DAY_FIELDS])
-            events(days[1::DAY_FIELDS])
-            visits(days[2::DAY_FIELDS])
-            finishes(days[3::DAY_FIELDS])
-            comments(days[4::DAY_FIELDS])
+        add_days(days)
+        count_days(len(days) // DAY_FIELDS)
         gone = header[_RELEASED]
         if gone:  # day, released_at, the four counts, folded at
             n = len(gone) // RELEASED_FIELDS
@@ -165,12 +164,12 @@ _DAYS = HEADER.index("days")
 _RELEASED = HEADER.index("released")
 
 
-def _bind(rows: CourseRows) -> tuple[list, list, list]:
+def _bind(rows: CourseRows) -> tuple[list, Any, Any, list]:
     activity = [rows.activity[name].append for name in HEADER[2:_ACTIVITY_END]]
-    daily = [rows.daily[name].extend for name in SNAPSHOT_TABLES[DAILY].names[:-1]]
     order = ("team_id", "student_id", "course_id", "day", "released_at")
     order += ("activity_events", "visits", "lesson_finishes", "comments")
-    return activity, daily, [rows.released[name].extend for name in order]
+    released = [rows.released[name].extend for name in order]
+    return activity, rows.days.extend, rows.day_counts.append, released
 
 
 def collect_students(records: Iterable[bytes], targets: dict[int, Columns]) -> None:
@@ -203,6 +202,23 @@ def to_table(table: str, columns: Columns, at_us: int) -> pa.Table:
             arrays.append(pa.repeat(pa.scalar(at_us, type=kind), length))
         else:
             arrays.append(pa.array(columns[name], type=kind))
+    return pa.table(arrays, schema=schema)
+
+
+def daily_table(rows: CourseRows, activity: pa.Table) -> pa.Table:
+    """engagement_daily's rows: each activity row's days, with its key."""
+    schema = SNAPSHOT_TABLES[DAILY]
+    offsets = pa.array(accumulate(rows.day_counts, initial=0), pa.int64())
+    flat = pa.FixedSizeListArray.from_arrays(
+        pa.array(rows.days, pa.int64()), DAY_FIELDS
+    )
+    per_row = pa.LargeListArray.from_arrays(offsets, flat)
+    owners = pc.list_parent_indices(per_row)
+    days = per_row.flatten()
+    arrays = [pc.take(activity[name], owners) for name in schema.names[:3]]
+    arrays.append(pc.list_element(days, 0).cast(pa.int32()).cast(pa.date32()))
+    arrays += [pc.list_element(days, i) for i in range(1, DAY_FIELDS)]
+    arrays.append(pc.take(activity["snapshot_at"], owners))
     return pa.table(arrays, schema=schema)
 
 
@@ -357,26 +373,9 @@ class Snapshotter:
             if not (base or count or student_rows["team_id"]):
                 continue  # nothing changed in this partition
             wrote = True
-
-            def write(
-                table: str, rows: Columns, kind: str = kind, p: int = partition
-            ) -> Path:
-                path = layer_file(self.snapshot_dir, table, kind, p, version)
-                write_file(path, to_table(table, rows, at_us))
-                return path
-
-            # Released days first, then the days, then the activity rows: an
-            # activity file on disk always has its days (analytics.snapshots).
-            if course_rows.released["team_id"]:
-                write(RELEASED, course_rows.released, "delta")
-            if base or count:
-                write(DAILY, course_rows.daily)
-            if base or student_rows["team_id"]:
-                write(STUDENTS, student_rows)
-            if base or count:
-                path = write(ACTIVITY, course_rows.activity)
-                if self.retention_days > 0:
-                    keep_in_history(self.snapshot_dir, path, partition, version)
+            self._write_partition(
+                partition, kind, course_rows, student_rows, version, at_us
+            )
             known = self._partitions.setdefault(partition, _Partition())
             if base:
                 known.base_rows, known.deltas, known.delta_rows = count, 0, 0
@@ -386,6 +385,37 @@ class Snapshotter:
         if wrote or not self.db_path.exists():
             self._publish()
         return rows
+
+    def _write_partition(
+        self,
+        partition: int,
+        kind: str,
+        course_rows: CourseRows,
+        student_rows: Columns,
+        version: str,
+        at_us: int,
+    ) -> None:
+        """A partition's files of one snapshot: a whole base, or the changes."""
+
+        def write(table: str, data: pa.Table, kind: str = kind) -> Path:
+            path = layer_file(self.snapshot_dir, table, kind, partition, version)
+            write_file(path, data)
+            return path
+
+        base = kind == "base"
+        activity = to_table(ACTIVITY, course_rows.activity, at_us)
+        # Released days first, then the days, then the activity rows: an
+        # activity file on disk always has its days (analytics.snapshots).
+        if course_rows.released["team_id"]:
+            write(RELEASED, to_table(RELEASED, course_rows.released, at_us), "delta")
+        if base or activity.num_rows:
+            write(DAILY, daily_table(course_rows, activity))
+        if base or student_rows["team_id"]:
+            write(STUDENTS, to_table(STUDENTS, student_rows, at_us))
+        if base or activity.num_rows:
+            path = write(ACTIVITY, activity)
+            if self.retention_days > 0:
+                keep_in_history(self.snapshot_dir, path, partition, version)
 
     def _publish(self) -> None:
         # Last: until the catalog names the new files, readers see the
