@@ -110,6 +110,7 @@ class Current:
 
     base_version: str
     top_version: str  # the newest activity version in use
+    newest_version: str  # the newest version of any of its files in use
     files: dict[str, list[Path]]  # table -> base (if any) then its deltas
     bases: dict[str, Path | None]
     deltas: dict[str, list[Path]]
@@ -153,8 +154,20 @@ def current_layers(snapshot_dir: Path) -> dict[int, Current]:
             table: [*([bases[table]] if bases[table] else []), *deltas[table]]
             for table in LAYERED_TABLES
         }
-        result[partition] = Current(base_version, top_version, files, bases, deltas)
+        newest_version = max(
+            [base_version, *(version_in(p) for paths in deltas.values() for p in paths)]
+        )
+        result[partition] = Current(
+            base_version, top_version, newest_version, files, bases, deltas
+        )
     return result
+
+
+def version_in(path: Path) -> str:
+    match = _FILE.match(path.name)
+    if match is None:
+        raise ValueError(f"{path.name} is not a snapshot file")
+    return match.group(3)
 
 
 def history_files(snapshot_dir: Path, retention_days: float) -> list[Path]:
@@ -240,10 +253,17 @@ def write_file(path: Path, table: pa.Table) -> None:
 
 
 def publish(temporary: Path, path: Path) -> None:
-    """Sync a finished file and give it its final name."""
+    """Sync a finished file and give it its final name, which must be new.
+
+    A hard link, not a rename: it fails rather than replace a file that a
+    catalog may name (FileExistsError), so a file never changes once named.
+    """
     with open(temporary, "rb") as written:
         os.fsync(written.fileno())
-    os.replace(temporary, path)
+    try:
+        os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def keep_in_history(

@@ -26,6 +26,7 @@ VIEWS = {
         View("student_course_activity", has_course=True, as_of=False),
         View("students", has_course=False, as_of=False),
         View("engagement_daily", has_course=True, as_of=False),
+        View("student_course_activity_history", has_course=True, as_of=False),
         View("rejected_events", has_course=False, as_of=False, has_team=False),
     )
 }

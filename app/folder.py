@@ -47,18 +47,32 @@ class TableWrites(MutableMapping[bytes, bytes]):
         self.table = table
         self.store = table.data
         self.written: dict[bytes, bytes] = {}
-        # Keys written since the last snapshot took them, by partition.
+        # What the batch read, to tell the keys it changed from those it only
+        # rewrote (a redelivery rewrites its key unchanged, see app.tracking).
+        self.read: dict[bytes, bytes | None] = {}
+        self.modified: set[bytes] = set()
+        # Keys changed since the last snapshot took them, by partition.
         self.changed: dict[int, set[bytes]] = {}
+
+    def begin(self) -> None:
+        """Forget what an earlier (or failed) attempt at a batch did."""
+        self.written.clear()
+        self.read.clear()
+        self.modified.clear()
 
     def __getitem__(self, key: bytes) -> bytes:
         return self.store[key]
 
     def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
-        return self.store.get(key, default)
+        value = self.store.get(key, default)
+        self.read.setdefault(key, value)
+        return value
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self.store[key] = value
         self.written[key] = value
+        if self.read.get(key) != value:
+            self.modified.add(key)
 
     def __delitem__(self, key: bytes) -> None:
         raise NotImplementedError("engagement records are never deleted")
@@ -70,7 +84,9 @@ class TableWrites(MutableMapping[bytes, bytes]):
         return len(self.store)
 
     def mark_changed(self, partition: int) -> None:
-        self.changed.setdefault(partition, set()).update(self.written)
+        self.changed.setdefault(partition, set()).update(self.modified)
+        self.read.clear()
+        self.modified.clear()
 
     async def send(self, producer: Any, partition: int) -> list[Awaitable[Any]]:
         topic = self.table.changelog_topic_name
@@ -175,7 +191,7 @@ class PartitionFolder:
         """
         for attempt in range(1, FOLD_ATTEMPTS + 1):
             for writes in self.writes:
-                writes.written.clear()
+                writes.begin()
             try:
                 return self.tracker.fold(tp.partition, (r.value for r in records))
             except Exception:

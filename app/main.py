@@ -155,6 +155,7 @@ async def take_snapshot() -> dict:
         "partitions": result.partitions,
         "full_partitions": result.full_partitions,
         "seconds": round(result.seconds, 3),
+        "compacted_partitions": result.compacted,
         "compact_seconds": round(result.compact_seconds, 3),
         "taken_at": result.taken_at.isoformat(),
     }

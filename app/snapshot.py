@@ -64,6 +64,8 @@ logger = logging.getLogger(__name__)
 # this share of its base's rows.
 COMPACT_AFTER_DELTAS = 10
 COMPACT_AFTER_SHARE = 0.25
+# Records a full snapshot reads from the store between two turns of the loop.
+READ_CHUNK = 20_000
 
 
 class StateSource(Protocol):
@@ -228,7 +230,8 @@ class SnapshotResult:
     rows: int  # activity rows written
     full_partitions: int
     seconds: float  # reading the state and writing its files
-    compact_seconds: float  # merging deltas into bases after it
+    compacted: int  # partitions whose deltas were merged into a new base
+    compact_seconds: float  # merging them, after the snapshot
     taken_at: datetime
 
 
@@ -286,11 +289,13 @@ class Snapshotter:
             taken_at = datetime.now(UTC)
             generation = self._generation
             full = owned - set(self._partitions)
-            courses = self._read(source, ACTIVITY, owned, full)
-            students = self._read(source, STUDENTS, owned, full)
+            courses = await self._read(source, ACTIVITY, owned, full)
+            students = await self._read(source, STUDENTS, owned, full)
             read = _Read(full, courses, students)
             try:
-                rows = await asyncio.to_thread(self._write, read, taken_at)
+                rows, student_rows = await asyncio.to_thread(
+                    self._write, read, taken_at
+                )
             except BaseException:
                 # What was taken from the source is not on disk: start over.
                 self.forget(owned)
@@ -302,7 +307,13 @@ class Snapshotter:
             written = time.perf_counter()
             due = [p for p, known in self._partitions.items() if self._due(known)]
             if due and generation == self._generation:
-                await asyncio.to_thread(self._compact, due)
+                try:
+                    await asyncio.to_thread(self._compact, due)
+                except Exception:
+                    # The snapshot itself is published; the deltas stay in
+                    # use, and the next snapshot tries again.
+                    logger.exception("Could not compact partitions %s", due)
+                    due = []
             else:
                 due = []
             self.last = SnapshotResult(
@@ -310,32 +321,42 @@ class Snapshotter:
                 rows,
                 len(full),
                 written - started,
-                time.perf_counter() - written,
+                len(due),
+                time.perf_counter() - written if due else 0.0,
                 taken_at,
             )
             logger.info(
-                "Snapshot of %d course rows (%d of %d partitions whole) in %.3f s, "
-                "%d partitions compacted in %.3f s",
+                "Snapshot of %d course and %d student rows (%d of %d partitions "
+                "whole) in %.3f s, %d partitions compacted in %.3f s",
                 rows,
+                student_rows,
                 len(full),
                 len(owned),
                 self.last.seconds,
-                len(due),
+                self.last.compacted,
                 self.last.compact_seconds,
             )
             return self.last
 
     @staticmethod
-    def _read(
+    async def _read(
         source: StateSource, table: str, owned: set[int], full: set[int]
     ) -> dict[int, list[bytes]]:
-        """The records to write: all of the full partitions, else the changed."""
+        """The records to write: all of the full partitions, else the changed.
+
+        A full read lets the event loop run every READ_CHUNK records (a store
+        iterator reads the store as it was when it began); what the batches
+        write meanwhile is in the changed keys the next snapshot takes.
+        """
         changed = source.take_changed(table)
         taken = {p: changed.get(p, []) for p in owned - full}
         if full:
-            taken.update({p: [] for p in full})
             # Records name their partition; collect_* skip the others.
-            everything = list(source.records(table))
+            everything: list[bytes] = []
+            for count, record in enumerate(source.records(table), 1):
+                everything.append(record)
+                if count % READ_CHUNK == 0:
+                    await asyncio.sleep(0)
             for partition in full:
                 taken[partition] = everything
         return taken
@@ -347,7 +368,8 @@ class Snapshotter:
             and known.delta_rows > COMPACT_AFTER_SHARE * known.base_rows
         )
 
-    def _write(self, read: _Read, taken_at: datetime) -> int:
+    def _write(self, read: _Read, taken_at: datetime) -> tuple[int, int]:
+        """Write the partitions' files and the catalog; the rows written."""
         at_us = int(taken_at.timestamp() * 1_000_000)
         version = version_of(taken_at)
         owned = set(read.courses)
@@ -362,7 +384,7 @@ class Snapshotter:
             collect_courses(read.courses[partition], {partition: courses[partition]})
             collect_students(read.students[partition], {partition: students[partition]})
 
-        rows = 0
+        rows = student_count = 0
         wrote = False
         for partition in sorted(owned):
             base = partition in read.full
@@ -370,6 +392,7 @@ class Snapshotter:
             course_rows, student_rows = courses[partition], students[partition]
             count = len(course_rows.activity["team_id"])
             rows += count
+            student_count += len(student_rows["team_id"])
             if not (base or count or student_rows["team_id"]):
                 continue  # nothing changed in this partition
             wrote = True
@@ -384,7 +407,7 @@ class Snapshotter:
                 known.delta_rows += count + len(student_rows["team_id"])
         if wrote or not self.db_path.exists():
             self._publish()
-        return rows
+        return rows, student_count
 
     def _write_partition(
         self,
@@ -447,7 +470,9 @@ class Snapshotter:
                     or not layers.deltas[ACTIVITY] + layers.deltas[STUDENTS]
                 ):
                     continue
-                version = layers.top_version
+                # Named after the newest delta it merges, of any table: the
+                # deltas up to it are then superseded, and no name is reused.
+                version = layers.newest_version
                 for table in (RELEASED, DAILY, STUDENTS):
                     if table == RELEASED and not layers.deltas[RELEASED]:
                         continue

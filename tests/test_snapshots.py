@@ -76,6 +76,18 @@ def _daily_events(db_path: Path) -> dict[str, int]:
     return _events(db_path, "engagement_daily")
 
 
+def _started(
+    tmp_path: Path, keys: int, grace: float
+) -> tuple[Path, Path, Snapshotter, RecordSource]:
+    """A database with a first (whole) snapshot of keys at generation 1."""
+    db_path, snapshot_dir = tmp_path / "engagement.duckdb", tmp_path / "snapshots"
+    snapshotter = Snapshotter(db_path, snapshot_dir, grace_seconds=grace)
+    source = RecordSource()
+    _generation(source, 1, range(keys))
+    _snapshot(snapshotter, source)
+    return db_path, snapshot_dir, snapshotter, source
+
+
 def _files(snapshot_dir: Path, table: str, kind: str) -> list[Path]:
     return sorted((snapshot_dir / table).glob(f"{kind}-*.parquet"))
 
@@ -189,12 +201,7 @@ def test_a_snapshot_writes_only_the_keys_that_changed(tmp_path):
 
 def test_compaction_merges_deltas_into_a_base_with_the_same_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(snapshot_module, "COMPACT_AFTER_DELTAS", 3)
-    db_path = tmp_path / "engagement.duckdb"
-    snapshot_dir = tmp_path / "snapshots"
-    snapshotter = Snapshotter(db_path, snapshot_dir, grace_seconds=0)
-    source = RecordSource()
-    _generation(source, 1, range(200))
-    _snapshot(snapshotter, source)
+    db_path, snapshot_dir, snapshotter, source = _started(tmp_path, 200, grace=0)
     expected = {f"s{n}": 1 for n in range(200)}
     for generation in (2, 3, 4):
         for n in range(10 * generation, 10 * generation + 8):  # two per partition
@@ -207,7 +214,7 @@ def test_compaction_merges_deltas_into_a_base_with_the_same_rows(tmp_path, monke
     for table in (ACTIVITY, "students", "engagement_daily"):
         assert len(_files(snapshot_dir, table, "base")) == PARTITIONS, table
         assert not _files(snapshot_dir, table, "delta"), table
-    assert snapshotter.last is not None and snapshotter.last.compact_seconds > 0
+    assert snapshotter.last is not None and snapshotter.last.compacted == PARTITIONS
     merged = {}
     for path in _files(snapshot_dir, ACTIVITY, "base"):
         table = pq.read_table(path)
@@ -219,6 +226,34 @@ def test_compaction_merges_deltas_into_a_base_with_the_same_rows(tmp_path, monke
             )
         )
     assert merged == expected
+
+
+def test_compaction_after_a_students_only_delta_replaces_no_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(snapshot_module, "COMPACT_AFTER_DELTAS", 2)
+    db_path, snapshot_dir, snapshotter, source = _started(tmp_path, 40, grace=3600)
+    inodes = {p: p.stat().st_ino for p in snapshot_dir.rglob("*.parquet")}
+
+    # Only students change (registrations, no activity): students deltas only.
+    for n in range(40):
+        student = Student("team", f"s{n}", n % PARTITIONS)
+        student.created = [1, "e", 1_796_000_000_000_000]
+        key = student_key_of("team", f"s{n}")
+        source.put("students", key, student.dumps(), n % PARTITIONS)
+        _snapshot(snapshotter, source)
+        if snapshotter.last.compacted:
+            break
+    assert snapshotter.last.compacted, "never compacted"
+    bases = _files(snapshot_dir, "students", "base")
+    assert len(bases) > PARTITIONS  # the compaction's, beside the first ones
+
+    for path, inode in inodes.items():
+        assert path.stat().st_ino == inode, f"{path.name} was written again"
+    with connect_readonly(db_path) as connection:
+        created = connection.execute(
+            "SELECT count(*) FROM students WHERE created_at IS NOT NULL"
+        ).fetchone()[0]
+    assert created == n + 1
+    assert _activity(db_path) == {f"s{n}": 1 for n in range(40)}
 
 
 def test_history_keeps_each_snapshots_rows_for_its_retention(tmp_path):
@@ -495,3 +530,36 @@ def test_days_the_worker_lets_go_stay_in_engagement_daily(tmp_path, fixtures_dir
         late_day: [2, 2, 0, 0],
         late_day + 2: [1, 1, 0, 0],
     }
+
+
+class _Table:
+    """What TableWrites uses of a Faust table: its store and changelog name."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.changelog_topic_name = "changelog"
+
+
+def test_a_redelivered_batch_marks_no_key_changed():
+    from app.folder import TableWrites
+
+    courses, students = TableWrites(_Table()), TableWrites(_Table())
+    tracker = Tracker(courses, students)
+
+    def fold(*bodies: bytes) -> set[bytes]:
+        for writes in (courses, students):
+            writes.begin()
+        tracker.fold(0, bodies)
+        for writes in (courses, students):
+            writes.mark_changed(0)
+        changed = courses.changed.pop(0, set()) | students.changed.pop(0, set())
+        assert set(courses.written) <= set(courses.store)  # written all the same
+        return changed
+
+    first = _body("a", "student_course_last_seen", 1_796_000_000_000_000)
+    course, student = course_key("team", "s1", "c1"), student_key_of("team", "s1")
+    assert fold(first) == {course, student}
+    assert fold(first) == set()  # a redelivery: rewritten for the changelog only
+    assert set(courses.written) == {course}
+    later = _body("b", "student_course_last_seen", 1_796_000_100_000_000)
+    assert fold(first, later) == {course}  # the student's names did not change
