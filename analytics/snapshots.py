@@ -244,15 +244,19 @@ def prune(snapshot_dir: Path, grace_seconds: float, retention_days: float) -> in
     return removed
 
 
-def write_file(path: Path, table: pa.Table) -> None:
-    """Write ``table`` to ``path`` so that a reader sees all of it or none."""
+def write_file(path: Path, table: pa.Table, exist_ok: bool = False) -> None:
+    """Write ``table`` to ``path`` so that a reader sees all of it or none.
+
+    ``exist_ok``: a file already there holds the same rows (one written again
+    after a crash); keep it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pq.write_table(table, temporary, compression="zstd")
-    publish(temporary, path)
+    publish(temporary, path, exist_ok)
 
 
-def publish(temporary: Path, path: Path) -> None:
+def publish(temporary: Path, path: Path, exist_ok: bool = False) -> None:
     """Sync a finished file and give it its final name, which must be new.
 
     A hard link, not a rename: it fails rather than replace a file that a
@@ -262,6 +266,9 @@ def publish(temporary: Path, path: Path) -> None:
         os.fsync(written.fileno())
     try:
         os.link(temporary, path)
+    except FileExistsError:
+        if not exist_ok:
+            raise
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -284,8 +291,8 @@ def ensure_layout(snapshot_dir: Path) -> None:
     """Give every table an empty file, so its view reads before any snapshot."""
     for table, schema in SNAPSHOT_TABLES.items():
         path = snapshot_dir / table / EMPTY_FILE
-        if not path.exists():
-            write_file(path, schema.empty_table())
+        if not path.exists():  # another worker may be writing it too
+            write_file(path, schema.empty_table(), exist_ok=True)
 
 
 def empty_file(snapshot_dir: Path, table: str) -> Path:

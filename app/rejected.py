@@ -63,7 +63,7 @@ class RejectedRecorder:
             self.directory
             / f"partition-{tp.partition:04d}-{first:020d}-{last:020d}.parquet"
         )
-        await asyncio.to_thread(write_file, path, rejected_rows(records))
+        await asyncio.to_thread(write_file, path, rejected_rows(records), True)
         written = asyncio.get_running_loop().create_future()
         written.set_result(None)
         return written

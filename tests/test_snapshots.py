@@ -563,3 +563,20 @@ def test_a_redelivered_batch_marks_no_key_changed():
     assert set(courses.written) == {course}
     later = _body("b", "student_course_last_seen", 1_796_000_100_000_000)
     assert fold(first, later) == {course}  # the student's names did not change
+
+
+def test_a_file_once_named_is_never_replaced(tmp_path):
+    from analytics.schema import SNAPSHOT_TABLES
+    from analytics.snapshots import write_file
+
+    schema = SNAPSHOT_TABLES["rejected_events"]
+    path = tmp_path / "rejected_events" / "partition-0000-1-2.parquet"
+    first = schema.empty_table()
+    write_file(path, first)
+    inode = path.stat().st_ino
+
+    with pytest.raises(FileExistsError):
+        write_file(path, first)
+    write_file(path, first, exist_ok=True)  # the same rows, read again
+    assert path.stat().st_ino == inode
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no debris
