@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr
 
-from engagement.errors import ConfigurationError
+from engagement.toml_files import load_toml
 
 SIGNATURE_HEADER = "x-signature"
 _HEX_DIGITS = frozenset("0123456789abcdef")
@@ -82,24 +81,7 @@ class SecretBook:
         shared = tuple(shared)
         if path is None:
             return cls(shared=shared)
-        try:
-            parsed = _SecretsFile.model_validate(tomllib.loads(path.read_text()))
-        except OSError as error:
-            raise ConfigurationError(
-                f"Cannot read the webhook secrets file {path}: {error.strerror}"
-            ) from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigurationError(
-                f"The webhook secrets file {path} is not valid TOML: {error}"
-            ) from None
-        except ValidationError as error:
-            where = ", ".join(
-                ".".join(str(part) for part in item["loc"])
-                for item in error.errors(include_input=False)
-            )
-            raise ConfigurationError(
-                f"The webhook secrets file {path} has unexpected content at: {where}"
-            ) from None
+        parsed = load_toml(path, _SecretsFile, "the webhook secrets file")
         teams = {
             team.strip(): tuple(entry.secrets)
             for team, entry in parsed.teams.items()
