@@ -123,6 +123,9 @@ class CourseActivity:
     counted: dict[str, list[int]] = field(default_factory=dict)
     # [day, releasing sent_us, activity, visits, finishes, comments, fold wall us]
     released: list[list[int]] = field(default_factory=list)
+    # [last_seen_at, threshold_days]: the highest inactivity alert recorded
+    # for that last-seen time (app.alerts); None when none was.
+    alerted: list[Any] | None = None
 
     @property
     def lessons_finished(self) -> int:
@@ -262,6 +265,7 @@ class CourseActivity:
                 self.team_name,
             ],
             "ids": self.counted,
+            "alerted": self.alerted,
         }
         return orjson.dumps(header) + b"\n" + orjson.dumps(body)
 
@@ -297,6 +301,7 @@ class CourseActivity:
                 for i in range(0, len(days), DAY_FIELDS)
             },
             counted=body["ids"],
+            alerted=body.get("alerted"),
             released=[
                 released[i : i + RELEASED_FIELDS]
                 for i in range(0, len(released), RELEASED_FIELDS)

@@ -177,3 +177,167 @@ def test_the_index_matches_a_plain_scan_and_stays_small():
         # Superseded entries never pile up beyond about twice the live keys.
         assert len(index._heap) <= max(1024, 2 * len(truth)) + 1
     assert len(index) == len(truth)
+
+
+class _Clock:
+    """A wall clock the test moves forward, instead of sleeping."""
+
+    def __init__(self, now_us: int) -> None:
+        self.now_us = now_us
+
+    def __call__(self) -> int:
+        return self.now_us
+
+    def advance(self, days: float) -> None:
+        self.now_us += round(days * DAY_US)
+
+
+def _course(student: str, last_seen_us: int, course: str = "c", team: str = "t"):
+    from app.state import CourseActivity
+
+    state = CourseActivity(team, student, course, partition=0)
+    state.first_seen_at = state.last_seen_at = last_seen_us
+    state.student_name = [0, "e", f"Name of {student}"]
+    return state
+
+
+def _checker(clock: _Clock, states: dict, tmp_path=None, config: str = ""):
+    from app.alert_checker import AlertChecker
+    from app.state import course_key
+
+    rules = AlertRules.load(None)
+    if config:
+        path = tmp_path / "alerts.toml"
+        path.write_text(config)
+        rules = AlertRules.load(path)
+    checker = AlertChecker(rules, clock)
+    table = {course_key(s.team_id, s.student_id, s.course_id): s for s in states}
+    for state in states:
+        checker.observe(state)
+    lookups: list[bytes] = []
+
+    def lookup(key: bytes):
+        lookups.append(key)
+        return table.get(key)
+
+    return checker, lookup, lookups
+
+
+def _kinds(alerts) -> list[tuple[str, str, float | None, bool]]:
+    return [(a.student_id, str(a.kind), a.threshold_days, a.catch_up) for a in alerts]
+
+
+def test_each_threshold_alerts_once_as_the_clock_passes_it():
+    start = 1_796_000_000_000_000
+    clock = _Clock(start)
+    gone = _course("gone", start)
+    checker, lookup, _ = _checker(clock, [gone])
+
+    found = []
+    for _ in range(40 * 24):  # every hour for 40 days
+        clock.advance(1 / 24)
+        found += checker.check(lookup, catching_up=False)
+    assert _kinds(found) == [
+        ("gone", "inactive", 7.0, False),
+        ("gone", "inactive", 14.0, False),
+        ("gone", "inactive", 30.0, False),
+    ]
+    # Each within the hour after its crossing, as seen by the moved clock.
+    for alert in found:
+        late = alert.detected_us - (start + round(alert.threshold_days * DAY_US))
+        assert 0 <= late < DAY_US / 24
+    assert found[0].student_name == "Name of gone"
+
+
+def test_finished_courses_are_silent_and_activity_rearms_the_thresholds():
+    start = 1_796_000_000_000_000
+    clock = _Clock(start)
+    finished, back = _course("finished", start), _course("back", start)
+    finished.course = [start, "f", 1]
+    checker, lookup, _ = _checker(clock, [finished, back])
+
+    clock.advance(8)
+    assert _kinds(checker.check(lookup, False)) == [("back", "inactive", 7.0, False)]
+    back.alerted = [start, 7.0]  # what recording the alert does
+
+    # Back on day 9: the next absence is measured from then, from 7 days again.
+    back.last_seen_at = clock.now_us + DAY_US
+    checker.observe(back)
+    clock.advance(1 + 6.9)
+    assert checker.check(lookup, False) == []
+    clock.advance(0.2)
+    [again] = checker.check(lookup, False)
+    assert (again.threshold_days, again.last_seen_us) == (7.0, back.last_seen_at)
+    assert again.alert_id != _alert_of(start)
+
+
+def _alert_of(last_seen_us: int) -> str:
+    return alert_id(AlertKind.INACTIVE, "t", "back", "c", 7.0, last_seen_us)
+
+
+def test_catching_up_gives_one_alert_per_key_the_highest_crossed():
+    start = 1_796_000_000_000_000
+    clock = _Clock(start + 20 * DAY_US)
+    keys = [_course("twenty", start), _course("ten", start + 10 * DAY_US)]
+    keys.append(_course("fresh", start + 19 * DAY_US))
+    checker, lookup, _ = _checker(clock, keys)
+
+    alerts = checker.check(lookup, catching_up=True)
+    assert sorted(_kinds(alerts)) == [
+        ("ten", "inactive", 7.0, True),
+        ("twenty", "inactive", 14.0, True),
+    ]
+    # From then on, each next crossing once, as it comes: ten's 14 days on
+    # day 24, fresh's 7 on day 26, twenty's 30 on day 30.
+    expected = {23.9: [], 24.1: [("ten", 14.0)], 26.1: [("fresh", 7.0)]}
+    expected[30.1] = [("twenty", 30.0)]
+    for day, alerts in expected.items():
+        clock.now_us = start + round(day * DAY_US)
+        found = checker.check(lookup, catching_up=False)
+        assert [(a.student_id, a.threshold_days) for a in found] == alerts, day
+
+
+def test_thresholds_per_school_and_course(tmp_path):
+    start = 1_796_000_000_000_000
+    clock = _Clock(start)
+    keys = [
+        _course("quick", start, course="quick", team="school-a"),
+        _course("a", start, course="other", team="school-a"),
+        _course("b", start, team="school-b"),
+    ]
+    checker, lookup, _ = _checker(clock, keys, tmp_path, CONFIG)
+    found = []
+    for _ in range(12 * 4):  # every 6 hours for 12 days
+        clock.advance(0.25)
+        found += checker.check(lookup, False)
+    assert _kinds(found) == [
+        ("quick", "inactive", 1.5, False),
+        ("a", "inactive", 5.0, False),
+        ("b", "inactive", 7.0, False),
+        ("a", "inactive", 10.0, False),
+    ]
+
+
+def test_a_check_reads_only_the_keys_that_are_due():
+    start = 1_796_000_000_000_000
+    rng = random.Random(3)
+    clock = _Clock(start)
+    keys = [
+        _course(f"s{n}", start - rng.randrange(0, 40 * DAY_US)) for n in range(20_000)
+    ]
+    checker, lookup, lookups = _checker(clock, keys)
+    checker.check(lookup, catching_up=True)  # what was already due at start
+    lookups.clear()
+
+    clock.advance(0.5)
+    alerts = checker.check(lookup, catching_up=False)
+    now = clock.now_us
+    crossings = [
+        (state.student_id, t)
+        for state in keys
+        for t in (7, 14, 30)
+        if start < state.last_seen_at + t * DAY_US <= now
+    ]
+    assert sorted((a.student_id, a.threshold_days) for a in alerts) == sorted(crossings)
+    assert len(lookups) == len({student for student, _ in crossings})
+    assert len(lookups) < len(keys) / 20
