@@ -7,6 +7,7 @@ receiver or by hand).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -280,6 +281,24 @@ def parse_body(raw: bytes) -> tuple[Envelope, dict[str, Any]]:
     if missing:
         raise lacks_key_fields(envelope.event, missing)
     return envelope, document
+
+
+# "document" or "phone" and its value (a string, a number or null) in the text
+# of a body, wherever they are; for bodies that do not parse.
+_PERSONAL_TEXT = re.compile(
+    rb'("(?:' + b"|".join(f.encode() for f in DROPPED_STUDENT_FIELDS) + rb')"\s*:\s*)'
+    rb'(?:"(?:[^"\\]|\\.)*"|[-+0-9.eE]+|null)'
+)
+
+
+def scrub_personal_text(raw: bytes) -> bytes:
+    """A body that is not JSON, with the values of document and phone blanked.
+
+    For what cannot be parsed (a trailing comma, a cut body): every
+    ``"document": ...`` and ``"phone": ...`` in the text keeps its key and
+    loses its value, so that a rejected body never carries a CPF or a phone.
+    """
+    return _PERSONAL_TEXT.sub(rb"\1null", raw)
 
 
 def strip_personal_data(document: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,8 @@ spool (producers.spool), which drains to Kafka in order once it is back.
 - A signed body that cannot be used is answered 400 with the reason, and kept
   with that reason on the rejected topic, which the worker turns into the
   ``rejected_events`` rows of DuckDB.
-- ``document`` and ``phone`` leave every body that parses before it goes on.
+- ``document`` and ``phone`` leave every body before it goes on (their values
+  only, from the text of a body that does not parse).
 - Bodies over the size limit are refused unread (413) and counted.
 
 Logs carry event ids, reasons and counts, never bodies or personal data.
@@ -38,6 +39,7 @@ from engagement.events import (
     InvalidBody,
     canonical_name,
     parse_body,
+    scrub_personal_text,
     strip_personal_data,
 )
 from engagement.kafka import TOPIC_MAX_MESSAGE_BYTES, ensure_webhook_topics
@@ -433,9 +435,10 @@ class Receiver:
     ) -> web.Response:
         """Keep a signed body that cannot be used, with its reason; answer 400.
 
-        What is kept is the body without its personal data when it parses.
+        What is kept is the body without its personal data: the fields when
+        it parses, their values in its text when it does not.
         """
-        kept = raw
+        kept = scrub_personal_text(raw)
         if isinstance(document, dict):
             kept = orjson.dumps(strip_personal_data(document))
         elif isinstance(document, list):  # e.g. an export pasted whole
