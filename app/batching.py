@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
+from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -97,7 +98,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                 if not self.flow_active:
                     # A rebalance began after the fetch: what it returned may
                     # belong to someone else now; read again from the commit.
-                    await self.perform_seek()
+                    await self._seek_committed_unless_reassigned()
                     continue
                 await self._deliver(records, active)
         except self.consumer_stopped_errors:
@@ -163,7 +164,20 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                     tp.partition,
                     offset,
                 )
-                await self.seek(tp, offset)
+                try:
+                    await self.seek(tp, offset)
+                except IllegalStateError:
+                    # Revoked meanwhile: its next owner reads from the commit.
+                    continue
+
+    async def _seek_committed_unless_reassigned(self) -> None:
+        try:
+            await self.perform_seek()
+        except IllegalStateError:
+            # The assignment changed while seeking (a partition went to a
+            # worker that just joined); the rebalance under way seeks the
+            # partitions this worker keeps.
+            self.log.info("Assignment changed while seeking; the rebalance seeks")
 
     def _unread(self, tp: TP, fetched: list[ConsumerRecord]) -> list[ConsumerRecord]:
         """The records that continue the partition from its next offset.

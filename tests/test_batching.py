@@ -227,3 +227,29 @@ def test_a_partition_left_mid_fetch_is_read_again(monkeypatch):
     asyncio.run(run())
     assert handler.folded[tp] == set(range(20))
     assert consumer._new_offset(tp) == 20
+
+
+def test_a_partition_revoked_while_seeking_does_not_stop_the_consumer():
+    from aiokafka.errors import IllegalStateError
+
+    class Revoking(ConsumerThread):
+        async def seek_to_committed(self):
+            raise IllegalStateError("No current assignment for partition")
+
+        def seek(self, tp, offset):
+            raise IllegalStateError("No current assignment for partition")
+
+    async def run() -> None:
+        broker = Broker(random.Random(1))
+        consumer = _consumer(broker, Handler(_nothing))
+        consumer._thread = Revoking(broker)
+        await consumer._seek_committed_unless_reassigned()  # raised before
+        consumer._rewind[TP(TOPIC, 0)] = 3
+        await consumer._seek_back()
+        assert consumer._rewind == {}  # its next owner reads from the commit
+
+    asyncio.run(run())
+
+
+async def _nothing() -> None:
+    return None
