@@ -3,7 +3,8 @@
 A key lives in exactly one partition, and one worker owns a partition at a
 time, so files per partition let several workers snapshot side by side and
 still show every key once. Each file is written under a temporary name,
-synced and renamed, and never written again.
+synced and given its name by a hard link, which fails rather than replace a
+file: once named, a file never changes.
 
 A partition of a table is a *base* file (every key) and the *delta* files of
 the snapshots after it (only the keys that changed), each named after its
@@ -14,7 +15,8 @@ snapshot's time, its *version*::
 
 A key's current row is its row in the newest delta that has it, else in the
 base. A worker writes a base when it starts owning a partition, and deltas
-after; compaction merges a base and its deltas into a new base. The bases of
+after; compaction merges a base and its deltas into a new base, named after
+the newest delta it merged (of any table). The bases of
 student_course_activity, students and engagement_daily are written together,
 so a partition's base version is the newest one all three have: a crash
 between them leaves the previous base in use. engagement_daily's deltas hold
