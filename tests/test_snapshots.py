@@ -580,3 +580,19 @@ def test_a_file_once_named_is_never_replaced(tmp_path):
     write_file(path, first, exist_ok=True)  # the same rows, read again
     assert path.stat().st_ino == inode
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no debris
+
+
+def test_daily_active_refuses_more_days_than_its_masks_hold(tmp_path):
+    import duckdb
+
+    db_path, _, _, _ = _started(tmp_path, 4, grace=0)  # active on 2026-11-30
+    as_of = "TIMESTAMPTZ '2026-12-01 00:00:00+00'"
+    with connect_readonly(db_path) as connection:
+        rows = connection.execute(
+            f"SELECT count(*) FROM daily_active_at({as_of}, days := 100)"
+        ).fetchone()
+        # Active only on the window's last day: one day with anyone active in
+        # the 28 days ending then, for the course and for the whole school.
+        assert rows == (2,)
+        with pytest.raises(duckdb.Error, match="between 1 and 100"):
+            connection.execute(f"SELECT * FROM daily_active_at({as_of}, days := 101)")

@@ -188,12 +188,16 @@ SELECT * FROM never_started_at(now());
 -- `days` is at most 100 (the 28-day count looks 27 days further back).
 -- '' stands for "the whole school" inside, as no id is empty.
 CREATE OR REPLACE MACRO daily_active_at(as_of, days := 35) AS TABLE
-WITH bounds AS (
+WITH checked AS (
     SELECT CASE WHEN days BETWEEN 1 AND 100 THEN days
                 ELSE error('daily_active_at: days must be between 1 and 100')
-           END AS days,
-           engagement_window_start(as_of, days + 27) AS first_day,
+           END AS window_days
+),
+bounds AS (
+    SELECT window_days,
+           engagement_window_start(as_of, window_days + 27) AS first_day,
            engagement_window_start(as_of, 0) AS end_day
+    FROM checked
 ),
 course_masks AS (
     SELECT d.team_id, d.course_id, d.student_id,
@@ -234,7 +238,7 @@ covered AS (
     FROM spread_28
 ),
 offsets AS (
-    SELECT unnest(range(0, days)) AS back, end_day FROM bounds
+    SELECT unnest(range(0, window_days)) AS back, end_day FROM bounds
 ),
 counted AS (
     SELECT c.team_id, c.course_id, o.end_day - 1 - CAST(o.back AS INTEGER) AS day,
