@@ -78,6 +78,37 @@ REJECTED_EVENTS = pa.schema(
     ]
 )
 
+# One row per inactivity alert raised (app.alerts); the same alert_id can be
+# written more than once (after a crash, by two workers): the view keeps one.
+INACTIVITY_ALERTS = pa.schema(
+    [
+        pa.field("alert_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        *_ids("team_id", "student_id"),
+        pa.field("course_id", pa.string()),
+        pa.field("threshold_days", pa.float64()),
+        pa.field("last_seen_at", UTC_MICROS),
+        pa.field("days_inactive", pa.float64()),
+        pa.field("detected_at", UTC_MICROS, nullable=False),
+        pa.field("catch_up", pa.bool_(), nullable=False),
+        pa.field("student_name", pa.string()),
+        pa.field("student_email", pa.string()),
+    ]
+)
+
+# One row per attempt at delivering an alert to a school (app.alert_delivery).
+ALERT_DELIVERIES = pa.schema(
+    [
+        pa.field("alert_id", pa.string(), nullable=False),
+        pa.field("team_id", pa.string(), nullable=False),
+        pa.field("attempt", pa.int32(), nullable=False),
+        pa.field("attempted_at", UTC_MICROS, nullable=False),
+        pa.field("status", pa.int32()),
+        pa.field("error", pa.string()),
+        pa.field("delivered", pa.bool_(), nullable=False),
+    ]
+)
+
 SNAPSHOT_TABLES: dict[str, pa.Schema] = {
     "student_course_activity": STUDENT_COURSE_ACTIVITY,
     "students": STUDENTS,
@@ -86,4 +117,6 @@ SNAPSHOT_TABLES: dict[str, pa.Schema] = {
     # Every row of student_course_activity a worker's snapshot wrote.
     "student_course_activity_history": STUDENT_COURSE_ACTIVITY,
     "rejected_events": REJECTED_EVENTS,
+    "inactivity_alerts": INACTIVITY_ALERTS,
+    "alert_deliveries": ALERT_DELIVERIES,
 }

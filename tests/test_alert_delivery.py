@@ -121,3 +121,35 @@ def test_a_refusal_is_final_and_no_answer_is_retried():
         (None, "ClientConnectorError"),
     ]
     assert sleeps == [0.5]
+
+
+def test_alerts_and_attempts_show_once_each_in_duckdb(tmp_path):
+    from dataclasses import replace
+
+    from analytics.catalog import connect_readonly, write_catalog
+    from app.alert_records import write_alerts, write_deliveries
+
+    snapshot_dir = tmp_path / "snapshots"
+    later = replace(ALERT, detected_us=ALERT.detected_us + 5_000_000, catch_up=True)
+    other = replace(ALERT, threshold_days=14.0, detected_us=1_797_209_600_000_000)
+    # Raised by one worker, and again by the next owner after a crash.
+    write_alerts(snapshot_dir, "partition-0001-a", [ALERT, other])
+    write_alerts(snapshot_dir, "partition-0001-b", [later])
+    outcome, _, _ = _run([503, 200])
+    write_deliveries(snapshot_dir, "deliveries-1", outcome)
+    write_deliveries(snapshot_dir, "deliveries-1", outcome)  # written again
+    write_catalog(tmp_path / "engagement.duckdb", snapshot_dir)
+
+    with connect_readonly(tmp_path / "engagement.duckdb") as connection:
+        alerts = connection.execute(
+            "SELECT alert_id, threshold_days, catch_up, epoch_us(detected_at), "
+            "days_inactive, student_email FROM inactivity_alerts ORDER BY 2"
+        ).fetchall()
+        attempts = connection.execute(
+            "SELECT attempt, status, delivered FROM alert_deliveries ORDER BY 1"
+        ).fetchall()
+    assert alerts == [
+        (ALERT.alert_id, 7.0, False, ALERT.detected_us, 7.0, "ana@example.org"),
+        (other.alert_id, 14.0, False, other.detected_us, 14.0, "ana@example.org"),
+    ]
+    assert attempts == [(1, 503, False), (2, 200, True)]

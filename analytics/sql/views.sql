@@ -11,6 +11,22 @@ SELECT received_at, reason, kind, event_id, event_name, size_bytes, sha256
 FROM read_parquet('{snapshots}/rejected_events/*.parquet', union_by_name = true)
 QUALIFY row_number() OVER (PARTITION BY "partition", "offset") = 1;
 
+-- Inactivity alerts (app.alerts): one row per alert_id, the first detection
+-- of it, however many times it was written. The worker does not raise them
+-- yet (issue 6), so these are empty for now.
+CREATE OR REPLACE VIEW inactivity_alerts AS
+SELECT alert_id, kind, team_id, student_id, course_id, threshold_days,
+       last_seen_at, days_inactive, detected_at, catch_up, student_name,
+       student_email
+FROM read_parquet('{snapshots}/inactivity_alerts/*.parquet', union_by_name = true)
+QUALIFY row_number() OVER (PARTITION BY alert_id ORDER BY detected_at) = 1;
+
+-- Every attempt at delivering an alert to a school's URL, once each.
+CREATE OR REPLACE VIEW alert_deliveries AS
+SELECT alert_id, team_id, attempt, attempted_at, status, error, delivered
+FROM read_parquet('{snapshots}/alert_deliveries/*.parquet', union_by_name = true)
+QUALIFY row_number() OVER (PARTITION BY alert_id, attempt, attempted_at) = 1;
+
 -- Every analysis below is a table macro <name>_at(as_of, ...) and a view
 -- <name>, the macro as of now(). as_of is a TIMESTAMPTZ. Days are UTC days
 -- whatever the session's time zone: times are compared as epoch
