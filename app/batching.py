@@ -208,17 +208,22 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         generation = self.app.consumer_generation_id
         handlers = self.batch_handlers
         pending: list[_Folded] = []
-        batches = list(records.items())
-        for index, (tp, fetched) in enumerate(batches):
+        # Records of the other topics (the tables' changelogs, read by Faust's
+        # recovery) go first, and always: a fold abandoned for a rebalance
+        # must not take them along, or recovery would never see them.
+        batches = []
+        for tp, fetched in records.items():
             handler = handlers.get(tp.topic)
             paused = active is not None and tp not in active
             if paused and tp not in self._buffered_partitions:
                 if handler is not None:
                     self._leave_unread(tp, fetched[0].offset)
-                continue
-            if handler is None:
+            elif handler is None:
                 await self._deliver_one_by_one(tp, fetched)
-                continue
+            else:
+                batches.append((tp, fetched))
+        for index, (tp, fetched) in enumerate(batches):
+            handler = handlers[tp.topic]
             unread = self._unread(tp, fetched)
             for start in range(0, len(unread), MAX_BATCH):
                 if self._moved_on(generation):
@@ -248,8 +253,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         for _handler, tp, _durable, offsets in pending:
             self._leave_unread(tp, offsets.start)
         for tp, fetched in rest:
-            if tp.topic in self.batch_handlers:
-                self._leave_unread(tp, self._next_offset.get(tp, fetched[0].offset))
+            self._leave_unread(tp, self._next_offset.get(tp, fetched[0].offset))
 
     def _moved_on(self, generation: int) -> bool:
         """A rebalance began: the fetched records may be someone else's now."""

@@ -253,3 +253,34 @@ def test_a_partition_revoked_while_seeking_does_not_stop_the_consumer():
 
 async def _nothing() -> None:
     return None
+
+
+def test_changelog_records_reach_recovery_even_when_a_fold_is_abandoned():
+    """Records of other topics are not dropped with a batch a rebalance stopped."""
+    changelog = TP("engagement-students-changelog", 1)
+    broker = Broker(random.Random(2))
+    tp = TP(TOPIC, 0)
+
+    async def on_fold():
+        consumer.app.rebalancing = True  # a rebalance begins while it folds
+
+    handler = Handler(on_fold)
+    consumer = _consumer(broker, handler)
+    delivered: list[int] = []
+
+    async def one_by_one(tp, batch):
+        delivered.extend(record.offset for record in batch)
+
+    consumer._deliver_one_by_one = one_by_one
+
+    async def run():
+        # The webhooks' records come first in the fetch, the changelog's after.
+        records = {
+            tp: [_record(tp, offset) for offset in (0, 1, 2)],
+            changelog: [_record(changelog, offset) for offset in range(5)],
+        }
+        await consumer._deliver(records, None)
+
+    asyncio.run(run())
+    assert delivered == [0, 1, 2, 3, 4]
+    assert handler.folded[tp] == {0, 1, 2}  # folded, then left unacknowledged
