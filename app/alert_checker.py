@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from app.alerts import Alert, AlertKind, due_thresholds, next_deadline
 from app.deadlines import DeadlineIndex
-from app.state import CourseActivity, course_key
+from app.state import CourseActivity, course_key, register_value
 from engagement.alerts_config import AlertRules
 
 Clock = Callable[[], int]  # wall-clock microseconds since the epoch
@@ -38,10 +38,6 @@ def _alerted_up_to(state: CourseActivity) -> float | None:
     if state.alerted is None or state.alerted[0] != state.last_seen_at:
         return None  # none, or about an earlier absence (re-armed)
     return float(state.alerted[1])
-
-
-def _register(register: list | None) -> str | None:
-    return None if register is None else register[2]
 
 
 class AlertChecker:
@@ -106,8 +102,8 @@ class AlertChecker:
                         state.last_seen_at,
                         now,
                         catch_up=catching_up,
-                        student_name=_register(state.student_name),
-                        student_email=_register(state.student_email),
+                        student_name=register_value(state.student_name),
+                        student_email=register_value(state.student_email),
                     )
                 )
             highest = due[-1] if due else alerted

@@ -114,6 +114,14 @@ class _Message:
         self.topic, self.partition, self.tp = tp.topic, tp.partition, tp
 
 
+def as_partition(tp: TP) -> _PartitionEvent:
+    """Make the stores read and write ``tp``'s partition, as long as the
+    returned event is kept alive (Faust's current event is a weak reference)."""
+    event = _PartitionEvent(tp)
+    _current_event.set(weakref.ref(event))
+    return event
+
+
 class TableSource:
     """The tables as a snapshot reads them (an app.snapshot.StateSource)."""
 
@@ -128,14 +136,7 @@ class TableSource:
         changed, writes.changed = writes.changed, {}
         taken: dict[int, list[bytes]] = {}
         for partition, keys in changed.items():
-            # A store reads the partition of the current event.
-            _current_event.set(
-                weakref.ref(
-                    event := _PartitionEvent(
-                        TP(writes.table.changelog_topic_name, partition)
-                    )
-                )
-            )
+            event = as_partition(TP(writes.table.changelog_topic_name, partition))
             values = (writes.store.get(key) for key in keys)
             taken[partition] = [value for value in values if value is not None]
             del event
@@ -162,8 +163,7 @@ class PartitionFolder:
         self.on_outcomes = on_outcomes
 
     async def fold(self, tp: TP, records: Sequence[ConsumerRecord]) -> Awaitable[Any]:
-        event = _PartitionEvent(tp)
-        _current_event.set(weakref.ref(event))
+        _alive = as_partition(tp)  # the stores' weak reference needs it kept
         outcomes = await self._fold_with_retries(tp, records)
         self.on_outcomes(outcomes, self.tracker)
         for writes in self.writes:  # before any await: a snapshot may run then

@@ -56,6 +56,7 @@ from app.state import (
     RELEASED_FIELDS,
     STATE_VERSION,
     CourseActivity,
+    register_value,
 )
 
 logger = logging.getLogger(__name__)
@@ -98,10 +99,6 @@ class RecordSource:
             taken.setdefault(partition, []).append(self.tables[table][key])
         self.changed[table] = {}
         return taken
-
-
-def _value(register: list | None) -> object:
-    return None if register is None else register[2]
 
 
 Columns = dict[str, list]
@@ -187,7 +184,7 @@ def collect_students(records: Iterable[bytes], targets: dict[int, Columns]) -> N
         name, email = record["names"]
         for column, value in zip(
             lists,
-            (team, student, _value(name), _value(email), _value(record["created"])),
+            (team, student, *map(register_value, (name, email, record["created"]))),
             strict=True,
         ):
             column(value)

@@ -69,6 +69,11 @@ def fingerprint(raw: bytes) -> int:
     return zlib.crc32(raw)
 
 
+def register_value(register: Register | None) -> Any:
+    """The value a register holds, or None when nothing was ever set."""
+    return None if register is None else register[2]
+
+
 def _newer(current: Register | None, sent_us: int, event_id: str) -> bool:
     if current is None:
         return True
@@ -240,7 +245,7 @@ class CourseActivity:
             self.comments,
             self.certificate_accessed,
             *(
-                None if register is None else register[2]
+                register_value(register)
                 for register in (
                     self.last_event,
                     self.student_name,
