@@ -257,12 +257,8 @@ def test_compaction_after_a_students_only_delta_replaces_no_file(tmp_path, monke
 
 
 def test_history_keeps_each_snapshots_rows_for_its_retention(tmp_path):
-    db_path = tmp_path / "engagement.duckdb"
-    snapshot_dir = tmp_path / "snapshots"
-    snapshotter = Snapshotter(db_path, snapshot_dir, grace_seconds=0)
-    source = RecordSource()
-    _generation(source, 1, range(20))
-    for generation in (1, 2, 3):
+    db_path, snapshot_dir, snapshotter, source = _started(tmp_path, 20, grace=0)
+    for generation in (2, 3):
         _put(source, 5, generation)
         _snapshot(snapshotter, source)
     with connect_readonly(db_path) as connection:
@@ -412,11 +408,8 @@ def test_a_snapshot_killed_mid_write_leaves_the_previous_one_whole(tmp_path, pha
 
 
 def test_superseded_files_go_after_the_grace_period(tmp_path):
-    db_path = tmp_path / "engagement.duckdb"
-    snapshot_dir = tmp_path / "snapshots"
-    snapshotter = Snapshotter(db_path, snapshot_dir, grace_seconds=3600)
-    source = RecordSource()
-    for generation in (1, 2, 3):  # every key changes: compacted every time
+    db_path, snapshot_dir, snapshotter, source = _started(tmp_path, 100, grace=3600)
+    for generation in (2, 3):  # every key changes: compacted every time
         _generation(source, generation, range(100))
         _snapshot(snapshotter, source)
     bases = _files(snapshot_dir, ACTIVITY, "base-0000")
