@@ -1,9 +1,8 @@
 """Inactivity alerts: what is due for a key at a given time, and the alert itself.
 
-The rules here are pure: the worker's check (TODO: not wired into the worker
-yet; the deadline index is app.deadlines) would feed them each
-due key's last-seen time, the highest threshold already alerted for it and
-the wall clock, and send what they return. A key is alerted once per
+The rules here are pure: the worker's check (app.alert_checker) feeds them
+each due key's last-seen time, the highest threshold already alerted for it
+and the wall clock, and sends what they return. A key is alerted once per
 threshold it crosses for one last-seen time; after a backfill or downtime
 (``catch_up``) only the highest threshold crossed meanwhile is alerted, so a
 student gone for a month gets one alert, not three.
@@ -17,13 +16,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 import orjson
 
 ALERT_SCHEMA_VERSION = 1
 DAY_US = 86_400_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class AlertKind(StrEnum):
@@ -53,11 +54,15 @@ class Alert:
     student_id: str
     course_id: str | None
     threshold_days: float | None
-    last_seen_us: int | None  # what the alert is about; registration, if never
+    # What the alert is about: the last activity before the absence, or the
+    # registration of a student who never started.
+    last_seen_us: int | None
     detected_us: int
     catch_up: bool = False
     student_name: str | None = None
     student_email: str | None = None
+    # reactivated: when the student was first seen again.
+    active_again_us: int | None = None
 
     @property
     def alert_id(self) -> str:
@@ -72,9 +77,11 @@ class Alert:
 
     @property
     def days_inactive(self) -> float | None:
+        """Days without activity: until detection, or until the return."""
         if self.last_seen_us is None:
             return None
-        return (self.detected_us - self.last_seen_us) / DAY_US
+        until = self.active_again_us or self.detected_us
+        return (until - self.last_seen_us) / DAY_US
 
     def to_json(self) -> bytes:
         """The alert as the topic and HTTP deliveries carry it (version 1)."""
@@ -91,10 +98,37 @@ class Alert:
                 "days_inactive": self.days_inactive,
                 "detected_at": _iso(self.detected_us),
                 "catch_up": self.catch_up,
+                "active_again_at": _iso(self.active_again_us),
                 "student_name": self.student_name,
                 "student_email": self.student_email,
             }
         )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Alert:
+        """An alert as to_json wrote it; ValueError if it is not one."""
+        try:
+            record = orjson.loads(raw)
+            if record.get("version") != ALERT_SCHEMA_VERSION:
+                raise ValueError(f"unknown alert version {record.get('version')!r}")
+            alert = cls(
+                AlertKind(record["kind"]),
+                record["team_id"],
+                record["student_id"],
+                record["course_id"],
+                record["threshold_days"],
+                _us(record["last_seen_at"]),
+                _us(record["detected_at"]),  # type: ignore[arg-type]
+                bool(record["catch_up"]),
+                record["student_name"],
+                record["student_email"],
+                _us(record.get("active_again_at")),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"not an alert: {type(error).__name__}") from error
+        if alert.alert_id != record.get("alert_id"):
+            raise ValueError("the alert_id does not match the alert")
+        return alert
 
 
 def _iso(instant_us: int | None) -> str | None:
@@ -103,6 +137,12 @@ def _iso(instant_us: int | None) -> str | None:
     seconds, micros = divmod(instant_us, 1_000_000)
     moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
     return moment.isoformat().replace("+00:00", "Z")
+
+
+def _us(value: str | None) -> int | None:
+    if value is None:
+        return None
+    return (datetime.fromisoformat(value) - _EPOCH) // _MICROSECOND
 
 
 def crossed(

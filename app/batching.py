@@ -83,6 +83,19 @@ class BatchingConsumer(faust_aiokafka.Consumer):
     def batch_handlers(self) -> Mapping[str, BatchHandler]:
         return getattr(self.app, "batch_handlers", {})
 
+    def caught_up(self, tp: TP) -> bool:
+        """Every record of a batch topic's partition, as of the last fetch,
+        folded. False while nothing was fetched since it was assigned."""
+        if tp in self._rewind:
+            return False
+        try:
+            highwater = self.highwater(tp)
+        except (AssertionError, IllegalStateError, KeyError):
+            return False  # not assigned (any more)
+        if highwater is None:
+            return False
+        return self._next_offset.get(tp, 0) >= highwater
+
     async def _drain_messages(self, fetcher: Service) -> None:  # noqa: C901
         # The structure and the stop conditions are those of Faust's own loop.
         stopped = self._stopped.is_set

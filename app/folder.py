@@ -33,6 +33,7 @@ from aiokafka.structs import ConsumerRecord
 from faust.streams import _current_event
 from faust.types import TP
 
+from app.alert_checker import AlertChecker
 from app.tracking import Tracker
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ class PartitionFolder:
         tables: Sequence[faust.Table],
         on_outcomes: Callable[[Counter[str], Tracker], None],
         snapshotted: Mapping[int, int] | None = None,
+        checker: AlertChecker | None = None,
     ) -> None:
         self.app = app
         courses, students = (TableWrites(table) for table in tables)
@@ -159,7 +161,13 @@ class PartitionFolder:
         self.source = TableSource(
             {"student_course_activity": courses, "students": students}
         )
-        self.tracker = Tracker(courses, students, snapshotted)
+        self.tracker = Tracker(
+            courses,
+            students,
+            snapshotted,
+            None if checker is None else checker.observe_course,
+            None if checker is None else checker.observe_student,
+        )
         self.on_outcomes = on_outcomes
 
     async def fold(self, tp: TP, records: Sequence[ConsumerRecord]) -> Awaitable[Any]:

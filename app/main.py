@@ -14,17 +14,21 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from datetime import UTC, datetime
 
 import faust
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter as MetricCounter
 from prometheus_client import Gauge, generate_latest
 
+from app.alert_checker import AlertChecker
+from app.alert_flow import AlertDeliverer, AlertMonitor, AlertRecorder
 from app.folder import PartitionFolder
 from app.options import faust_options, webhooks_topic
 from app.rejected import RejectedRecorder
 from app.snapshot import Snapshotter
 from app.tracking import Outcome, Tracker
+from engagement.alerts_config import AlertRules
 from engagement.errors import EngagementError
 from engagement.kafka import consumer_lag, ensure_topic, ensure_webhook_topics
 from engagement.settings import Settings
@@ -32,6 +36,8 @@ from engagement.settings import Settings
 logger = logging.getLogger(__name__)
 
 settings = Settings()
+# Read at import, so that a wrong file stops the worker before it starts.
+alert_rules = AlertRules.load(settings.alerts_config)
 
 
 class EngagementApp(faust.App):
@@ -55,6 +61,7 @@ class EngagementApp(faust.App):
         # records over; the conductor still has to subscribe the consumer.
         self.topics.add(webhooks)
         self.topics.add(rejected)
+        self.topics.add(alerts_topic)
         await super().on_first_start()
 
 
@@ -63,6 +70,9 @@ app = EngagementApp(
 )
 webhooks = webhooks_topic(app, settings)
 rejected = webhooks_topic(app, settings, settings.rejected_topic)
+# Of the same partitions as the webhooks topic, so Faust assigns a partition
+# of both to the same worker: an alert is recorded where its key is.
+alerts_topic = webhooks_topic(app, settings, settings.alerts_topic)
 
 # Faust derives a table's codecs from key_type and value_type: bytes means raw.
 activity = app.Table(
@@ -91,9 +101,9 @@ async def _partitions_revoked(
 ) -> None:
     # Another worker may change them before they come back: whatever this
     # worker knew of what changed since its last snapshot no longer holds.
-    snapshotter.forget(
-        tp.partition for tp in revoked if tp.topic == settings.kafka_topic
-    )
+    partitions = [tp.partition for tp in revoked if tp.topic == settings.kafka_topic]
+    snapshotter.forget(partitions)
+    monitor.forget(partitions)
 
 
 EVENTS = MetricCounter(
@@ -124,14 +134,20 @@ def count_outcomes(outcomes: Counter[str], tracker: Tracker) -> None:
     tracker.rejections.clear()
 
 
+checker = AlertChecker(alert_rules)
 # Read by app.batching's consumer: the topics whose records come in batches.
 folder = PartitionFolder(
-    app, (activity, students), count_outcomes, snapshotter.snapshotted
+    app, (activity, students), count_outcomes, snapshotter.snapshotted, checker
 )
 app.batch_handlers = {
     settings.kafka_topic: folder,
     settings.rejected_topic: RejectedRecorder(settings.snapshot_dir),
+    settings.alerts_topic: AlertRecorder(folder, checker, settings.snapshot_dir),
 }
+monitor = AlertMonitor(
+    app, checker, folder, settings.kafka_topic, settings.alerts_topic
+)
+deliverer = AlertDeliverer(settings, alert_rules)
 
 
 def ready() -> bool:
@@ -167,6 +183,17 @@ async def periodic_snapshot() -> None:
         logger.info("Rebalance in progress, snapshot postponed to the next interval")
         return
     await take_snapshot()
+
+
+@app.timer(settings.alerts_check_interval_seconds)
+async def check_alerts() -> None:
+    if ready():
+        await monitor.check(owned_partitions())
+
+
+@app.task
+async def deliver_alerts() -> None:
+    await deliverer.run()
 
 
 @app.page("/snapshot")
@@ -208,6 +235,15 @@ class HealthView(faust.web.View):
                 "partitions": sorted(owned_partitions()),
                 "consumer_lag": await committed_lag(),
                 "snapshot_age_seconds": None if age is None else round(age, 3),
+                "alerts": {
+                    "keys_with_deadline": checker.keys(),
+                    "raised": monitor.raised,
+                    # The last check of each partition, once caught up with it.
+                    "checked_at": {
+                        str(p): datetime.fromtimestamp(t, UTC).isoformat()
+                        for p, t in sorted(monitor.checked_at.items())
+                    },
+                },
             }
         )
 

@@ -128,8 +128,10 @@ class CourseActivity:
     counted: dict[str, list[int]] = field(default_factory=dict)
     # [day, releasing sent_us, activity, visits, finishes, comments, fold wall us]
     released: list[list[int]] = field(default_factory=list)
-    # [last_seen_at, threshold_days]: the highest inactivity alert recorded
-    # for that last-seen time (app.alerts); None when none was.
+    # [last_seen_at, threshold_days, reactivated]: the highest inactivity
+    # alert recorded for that last-seen time (app.alerts), and whether the
+    # activity that ended that absence has had its reactivated alert; None
+    # while no alert was ever recorded for the key.
     alerted: list[Any] | None = None
 
     @property
@@ -147,6 +149,15 @@ class CourseActivity:
     @property
     def course_finished(self) -> bool:
         return bool(self.course and self.course[2])
+
+    def first_seen_after(self, instant_us: int) -> int | None:
+        """The sentDate of the first counted event after ``instant_us``.
+
+        Counted ids are kept for the horizon behind the latest activity, which
+        a return after an absence is, so the first event back is among them.
+        """
+        after = [seen[0] for seen in self.counted.values() if seen[0] > instant_us]
+        return min(after) if after else None
 
     def apply(
         self,
@@ -397,13 +408,20 @@ class Student:
     student_name: Register | None = None
     student_email: Register | None = None
     created: Register | None = None  # [sent_us, event_id, createdAt or sentDate]
+    # Seen active in any course: a never-started alert is no longer due.
+    active: bool = False
+    # The registration time a never_started alert was recorded for.
+    alerted: int | None = None
 
     def apply(self, event: StudentEvent) -> None:
         """Fold any student event in."""
         sent, event_id = event.sent_us, event.event_id
         _keep_latest_names(self, event, LATEST_STUDENT_NAMES)
-        if event.name == "student_created" and _newer(self.created, sent, event_id):
-            self.created = [sent, event_id, event.created_us]
+        if event.name == "student_created":
+            if _newer(self.created, sent, event_id):
+                self.created = [sent, event_id, event.created_us]
+        else:
+            self.active = True
 
     def dumps(self) -> bytes:
         return orjson.dumps(
@@ -413,6 +431,8 @@ class Student:
                 "p": self.partition,
                 "names": [self.student_name, self.student_email],
                 "created": self.created,
+                "active": self.active,
+                "alerted": self.alerted,
             }
         )
 
@@ -425,4 +445,15 @@ class Student:
             raise ValueError(f"unknown student record version {record.get('v')!r}")
         team_id, student_id = record["key"]
         name, email = record["names"]
-        return cls(team_id, student_id, record["p"], name, email, record["created"])
+        return cls(
+            team_id,
+            student_id,
+            record["p"],
+            name,
+            email,
+            record["created"],
+            # Records from before "active" was kept: assume the student was,
+            # rather than raise a never_started alert for every one of them.
+            record.get("active", True),
+            record.get("alerted"),
+        )

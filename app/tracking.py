@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from enum import StrEnum
 
 from app.state import CourseActivity, Student, course_key, fingerprint, student_key
@@ -40,9 +40,14 @@ class Tracker:
         courses: MutableMapping[bytes, bytes],
         students: MutableMapping[bytes, bytes],
         snapshotted: Mapping[int, int] | None = None,
+        on_course: Callable[[CourseActivity], None] | None = None,
+        on_student: Callable[[Student], None] | None = None,
     ) -> None:
         self.courses = courses
         self.students = students
+        # Told each record a fold wrote, as written (the alert checker).
+        self.on_course = on_course
+        self.on_student = on_student
         # Partition -> wall-clock us before which its folds are in a durable
         # snapshot (see CourseActivity.released); empty without snapshots.
         self.snapshotted: Mapping[int, int] = {} if snapshotted is None else snapshotted
@@ -101,6 +106,12 @@ class Tracker:
             self.courses[key] = courses[key].dumps()
         for key in dirty_students:
             self.students[key] = students[key].dumps()
+        if self.on_course is not None:
+            for key in dirty_courses:
+                self.on_course(courses[key])
+        if self.on_student is not None:
+            for key in dirty_students:
+                self.on_student(students[key])
         return outcomes
 
     def _course(

@@ -122,6 +122,10 @@ class AlertRules:
             return team.never_started_days
         return self._file.defaults.never_started_days
 
+    def delivers(self) -> bool:
+        """Whether any school receives its alerts over HTTP."""
+        return any(team.url is not None for team in self._file.teams.values())
+
     def delivery(self, team_id: str) -> Delivery | None:
         team = self._file.teams.get(team_id)
         if team is None or team.url is None or team.secret is None:

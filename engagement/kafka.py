@@ -87,20 +87,20 @@ async def ensure_topic(
 
 
 async def ensure_webhook_topics(settings: Settings) -> None:
-    """The webhooks topic and its rejected topic, as the receiver and worker need."""
-    await ensure_topic(
-        settings.bootstrap_servers,
-        settings.kafka_topic,
-        settings.kafka_topic_partitions,
-        settings.kafka_replication_factor,
-    )
-    await ensure_topic(
-        settings.bootstrap_servers,
-        settings.rejected_topic,
-        settings.kafka_topic_partitions,
-        settings.kafka_replication_factor,
-        retention_ms=int(settings.kafka_rejected_retention_hours * 3_600_000),
-    )
+    """The webhooks topic, and those of its shape: rejected bodies, alerts."""
+    hours = 3_600_000
+    for topic, retention_ms in (
+        (settings.kafka_topic, None),
+        (settings.rejected_topic, int(settings.kafka_rejected_retention_hours * hours)),
+        (settings.alerts_topic, int(settings.kafka_alerts_retention_hours * hours)),
+    ):
+        await ensure_topic(
+            settings.bootstrap_servers,
+            topic,
+            settings.kafka_topic_partitions,
+            settings.kafka_replication_factor,
+            retention_ms=retention_ms,
+        )
 
 
 async def _partition_count(

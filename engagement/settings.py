@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     # unset means the webhooks topic's name + ".rejected".
     kafka_rejected_topic: str | None = None
     kafka_rejected_retention_hours: float = Field(default=7 * 24, gt=0)
+    # Inactivity alerts; unset means the webhooks topic's name with its last
+    # part ("webhooks") replaced by "inactivity-alerts".
+    kafka_alerts_topic: str | None = None
+    kafka_alerts_retention_hours: float = Field(default=30 * 24, gt=0)
 
     # The local broker that `engagement broker start` assembles and runs.
     broker_port: int = Field(default=9092, ge=1, le=65535)
@@ -65,6 +69,15 @@ class Settings(BaseSettings):
     worker_data_dir: Path = Path("var/worker")
     worker_web_host: str = "127.0.0.1"
     worker_web_port: int = Field(default=6066, ge=1, le=65535)
+
+    # Inactivity alerts: the thresholds and deliveries file (engagement.alerts_config
+    # documents it; unset means the defaults and no delivery), how often the
+    # worker checks for keys due, and the attempts at delivering one alert.
+    alerts_config: Path | None = None
+    alerts_check_interval_seconds: float = Field(default=1.0, gt=0)
+    alerts_delivery_attempts: int = Field(default=5, ge=1)
+    alerts_delivery_first_wait_seconds: float = Field(default=1.0, ge=0)
+    alerts_delivery_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Snapshots of the worker's state for DuckDB.
     # Keys the hashes of `engagement export --pseudonymize`: the same key gives
@@ -105,6 +118,15 @@ class Settings(BaseSettings):
     @property
     def rejected_topic(self) -> str:
         return self.kafka_rejected_topic or f"{self.kafka_topic}.rejected"
+
+    @property
+    def alerts_topic(self) -> str:
+        if self.kafka_alerts_topic:
+            return self.kafka_alerts_topic
+        base, dot, last = self.kafka_topic.rpartition(".")
+        if dot and last == "webhooks":
+            return f"{base}.inactivity-alerts"
+        return f"{self.kafka_topic}.inactivity-alerts"
 
     @property
     def uses_local_broker(self) -> bool:

@@ -18,6 +18,7 @@ from engagement.broker import LocalBroker
 from engagement.broker.toolchain import resolve_jars
 from engagement.runtime import broker_for
 from engagement.settings import Settings
+from tests.streams import Job
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -87,3 +88,15 @@ def make_broker(tmp_path: Path) -> Iterator[MakeBroker]:
 
     for broker in made:
         broker.stop(timeout=10)
+
+
+@pytest.fixture
+def job(kafka_bootstrap, unique_name, tmp_path) -> Job:
+    """Fresh topic, consumer group and snapshot location for one worker test."""
+    return Job(
+        bootstrap=kafka_bootstrap,
+        topic=f"{unique_name}.alpaclass.webhooks",
+        app_id=f"{unique_name}-worker",
+        db_path=tmp_path / "engagement.duckdb",
+        root=tmp_path,
+    )

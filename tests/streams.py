@@ -57,7 +57,12 @@ class Job:
     db_path: Path
     root: Path
 
-    def start_worker(self, name: str, data_dir: Path | None = None) -> Service:
+    def start_worker(
+        self,
+        name: str,
+        data_dir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> Service:
         port = free_port()
         env = {
             "ENGAGEMENT_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
@@ -68,6 +73,7 @@ class Job:
             "ENGAGEMENT_WORKER_WEB_PORT": str(port),
             "ENGAGEMENT_DUCKDB_PATH": str(self.db_path),
             "ENGAGEMENT_DUCKDB_SNAPSHOT_INTERVAL_SECONDS": "3600",
+            **(extra_env or {}),
         }
         worker = start_service(
             name,

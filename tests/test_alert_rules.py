@@ -201,26 +201,78 @@ def _course(student: str, last_seen_us: int, course: str = "c", team: str = "t")
     return state
 
 
-def _checker(clock: _Clock, states: dict, tmp_path=None, config: str = ""):
-    from app.alert_checker import AlertChecker
-    from app.state import course_key
+class _Table(dict):
+    """A partition of the tables as the checker reads them, counting reads."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups: list[bytes] = []
+
+    def lookup(self, key: bytes):
+        self.lookups.append(key)
+        return self.get(key)
+
+
+class _Checked:
+    """A checker over one partition, fed the records the test keeps."""
+
+    def __init__(self, clock: _Clock, states: list, rules: AlertRules) -> None:
+        from app.alert_checker import AlertChecker
+
+        self.checker = AlertChecker(rules, clock)
+        self.courses, self.students = _Table(), _Table()
+        for state in states:
+            self.put(state)
+
+    def put(self, state) -> None:
+        """Store a record, as a fold or the recorder would, and observe it."""
+        from app.state import Student, course_key, student_key
+
+        if isinstance(state, Student):
+            self.students[student_key(state.team_id, state.student_id)] = state
+            self.checker.observe_student(state)
+        else:
+            key = course_key(state.team_id, state.student_id, state.course_id)
+            self.courses[key] = state
+            self.checker.observe_course(state)
+
+    def check(self, catching_up: bool = False, record: bool = True) -> list:
+        """One check; its alerts recorded in their keys, as the topic's consumer
+        does, unless ``record`` is False."""
+        from app.alert_flow import alert_key, recorded
+
+        alerts = self.checker.check(
+            0, self.courses.lookup, self.students.lookup, catching_up
+        )
+        if record:
+            for alert in alerts:
+                if alert.kind is AlertKind.NEVER_STARTED:
+                    student = self.students[alert_key(alert)]
+                    student.alerted = alert.last_seen_us
+                    self.put(student)
+                else:
+                    course = self.courses[alert_key(alert)]
+                    course.alerted = recorded(course.alerted, alert)
+                    self.put(course)
+        return alerts
+
+
+def _checker(clock: _Clock, states: list, tmp_path=None, config: str = ""):
     rules = AlertRules.load(None)
     if config:
         path = tmp_path / "alerts.toml"
         path.write_text(config)
         rules = AlertRules.load(path)
-    checker = AlertChecker(rules, clock)
-    table = {course_key(s.team_id, s.student_id, s.course_id): s for s in states}
-    for state in states:
-        checker.observe(state)
-    lookups: list[bytes] = []
+    return _Checked(clock, states, rules)
 
-    def lookup(key: bytes):
-        lookups.append(key)
-        return table.get(key)
 
-    return checker, lookup, lookups
+def _run(checked: _Checked, clock: _Clock, days: float, step_s: float = 30) -> list:
+    """Check every ``step_s`` seconds for ``days``: a live worker's checks."""
+    found = []
+    for _ in range(round(days * 86_400 / step_s)):
+        clock.advance(step_s / 86_400)
+        found += checked.check()
+    return found
 
 
 def _kinds(alerts) -> list[tuple[str, str, float | None, bool]]:
@@ -231,21 +283,18 @@ def test_each_threshold_alerts_once_as_the_clock_passes_it():
     start = 1_796_000_000_000_000
     clock = _Clock(start)
     gone = _course("gone", start)
-    checker, lookup, _ = _checker(clock, [gone])
+    checked = _checker(clock, [gone])
 
-    found = []
-    for _ in range(40 * 24):  # every hour for 40 days
-        clock.advance(1 / 24)
-        found += checker.check(lookup, catching_up=False)
+    found = _run(checked, clock, days=40)
     assert _kinds(found) == [
         ("gone", "inactive", 7.0, False),
         ("gone", "inactive", 14.0, False),
         ("gone", "inactive", 30.0, False),
     ]
-    # Each within the hour after its crossing, as seen by the moved clock.
+    # Each within a check interval of its crossing, as seen by the moved clock.
     for alert in found:
         late = alert.detected_us - (start + round(alert.threshold_days * DAY_US))
-        assert 0 <= late < DAY_US / 24
+        assert 0 <= late <= 30_000_000
     assert found[0].student_name == "Name of gone"
 
 
@@ -254,21 +303,79 @@ def test_finished_courses_are_silent_and_activity_rearms_the_thresholds():
     clock = _Clock(start)
     finished, back = _course("finished", start), _course("back", start)
     finished.course = [start, "f", 1]
-    checker, lookup, _ = _checker(clock, [finished, back])
+    checked = _checker(clock, [finished, back])
 
-    clock.advance(8)
-    assert _kinds(checker.check(lookup, False)) == [("back", "inactive", 7.0, False)]
-    back.alerted = [start, 7.0]  # what recording the alert does
+    assert _kinds(_run(checked, clock, days=8)) == [("back", "inactive", 7.0, False)]
 
-    # Back on day 9: the next absence is measured from then, from 7 days again.
-    back.last_seen_at = clock.now_us + DAY_US
-    checker.observe(back)
-    clock.advance(1 + 6.9)
-    assert checker.check(lookup, False) == []
-    clock.advance(0.2)
-    [again] = checker.check(lookup, False)
-    assert (again.threshold_days, again.last_seen_us) == (7.0, back.last_seen_at)
+    # Back on day 9 (the event's sentDate a minute before the check sees it):
+    # one reactivated alert, about the absence since start, with its length.
+    clock.advance(1)
+    returned = clock.now_us - 60_000_000
+    back.counted["return"] = [returned, 0]
+    back.last_seen_at = returned
+    checked.put(back)
+    [reactivated] = checked.check()
+    assert _kinds([reactivated]) == [("back", "reactivated", 7.0, False)]
+    assert reactivated.last_seen_us == start
+    assert reactivated.days_inactive == (returned - start) / DAY_US
+    assert checked.check() == []  # once
+
+    # The thresholds count again from the return: 7 days after it, not before.
+    found = _run(checked, clock, days=6.9)
+    assert found == []
+    [again] = _run(checked, clock, days=0.2)
+    assert (again.threshold_days, again.last_seen_us) == (7.0, returned)
     assert again.alert_id != _alert_of(start)
+    assert _run(checked, clock, days=1) == []
+
+
+def test_an_alert_not_yet_recorded_is_not_raised_twice():
+    start = 1_796_000_000_000_000
+    clock = _Clock(start)
+    checked = _checker(clock, [_course("slow", start)])
+    clock.advance(7.001)
+    [first] = checked.check(record=False)
+    clock.advance(0.01)
+    assert checked.check(record=False) == []
+    # After a restart nothing remembers it: the same alert, the same id.
+    rebuilt = _checker(clock, list(checked.courses.values()))
+    [again] = rebuilt.check(record=False)
+    assert again.alert_id == first.alert_id and again.threshold_days == 7.0
+
+
+def test_never_started_once_n_days_after_registration_unless_active(tmp_path):
+    from app.state import Student
+
+    start = 1_796_000_000_000_000
+    clock = _Clock(start)
+    idle, busy, other = (
+        Student(team, name, 0, created=[start, "e", start])
+        for team, name in (("t", "idle"), ("t", "busy"), ("school-b", "other"))
+    )
+    busy.active = True
+    checked = _checker(clock, [idle, busy, other], tmp_path, CONFIG)
+    found = _run(checked, clock, days=10, step_s=60)
+    assert [(a.student_id, str(a.kind), a.threshold_days) for a in found] == [
+        ("other", "never_started", 2.0),  # school-b's own 2 days
+        ("idle", "never_started", 4.0),  # the file's default
+    ]
+    assert [a.days_inactive for a in found] == [2.0, 4.0]
+    assert not any(a.catch_up for a in found)
+
+
+def test_recording_keeps_the_highest_and_ignores_older_alerts():
+    from app.alert_flow import recorded
+
+    def alert(kind, seen, threshold):
+        return Alert(AlertKind(kind), "t", "s", "c", threshold, seen, seen + 1)
+
+    assert recorded(None, alert("inactive", 5, 7.0)) == [5, 7.0, False]
+    assert recorded([5, 14.0, False], alert("inactive", 5, 7.0)) == [5, 14.0, False]
+    assert recorded([5, 7.0, False], alert("inactive", 5, 14.0)) == [5, 14.0, False]
+    assert recorded([9, 7.0, False], alert("inactive", 5, 30.0)) == [9, 7.0, False]
+    assert recorded([5, 7.0, False], alert("reactivated", 5, 7.0)) == [5, 7.0, True]
+    assert recorded([5, 7.0, True], alert("inactive", 5, 7.0)) == [5, 7.0, True]
+    assert recorded([9, 7.0, False], alert("reactivated", 5, 7.0)) == [9, 7.0, False]
 
 
 def _alert_of(last_seen_us: int) -> str:
@@ -280,9 +387,9 @@ def test_catching_up_gives_one_alert_per_key_the_highest_crossed():
     clock = _Clock(start + 20 * DAY_US)
     keys = [_course("twenty", start), _course("ten", start + 10 * DAY_US)]
     keys.append(_course("fresh", start + 19 * DAY_US))
-    checker, lookup, _ = _checker(clock, keys)
+    checked = _checker(clock, keys)
 
-    alerts = checker.check(lookup, catching_up=True)
+    alerts = checked.check(catching_up=True)
     assert sorted(_kinds(alerts)) == [
         ("ten", "inactive", 7.0, True),
         ("twenty", "inactive", 14.0, True),
@@ -293,7 +400,7 @@ def test_catching_up_gives_one_alert_per_key_the_highest_crossed():
     expected[30.1] = [("twenty", 30.0)]
     for day, alerts in expected.items():
         clock.now_us = start + round(day * DAY_US)
-        found = checker.check(lookup, catching_up=False)
+        found = checked.check()
         assert [(a.student_id, a.threshold_days) for a in found] == alerts, day
 
 
@@ -305,11 +412,8 @@ def test_thresholds_per_school_and_course(tmp_path):
         _course("a", start, course="other", team="school-a"),
         _course("b", start, team="school-b"),
     ]
-    checker, lookup, _ = _checker(clock, keys, tmp_path, CONFIG)
-    found = []
-    for _ in range(12 * 4):  # every 6 hours for 12 days
-        clock.advance(0.25)
-        found += checker.check(lookup, False)
+    checked = _checker(clock, keys, tmp_path, CONFIG)
+    found = _run(checked, clock, days=12)
     assert _kinds(found) == [
         ("quick", "inactive", 1.5, False),
         ("a", "inactive", 5.0, False),
@@ -325,12 +429,12 @@ def test_a_check_reads_only_the_keys_that_are_due():
     keys = [
         _course(f"s{n}", start - rng.randrange(0, 40 * DAY_US)) for n in range(20_000)
     ]
-    checker, lookup, lookups = _checker(clock, keys)
-    checker.check(lookup, catching_up=True)  # what was already due at start
-    lookups.clear()
+    checked = _checker(clock, keys)
+    checked.check(catching_up=True)  # what was already due at start
+    checked.courses.lookups.clear()
 
     clock.advance(0.5)
-    alerts = checker.check(lookup, catching_up=False)
+    alerts = checked.check()
     now = clock.now_us
     crossings = [
         (state.student_id, t)
@@ -339,5 +443,6 @@ def test_a_check_reads_only_the_keys_that_are_due():
         if start < state.last_seen_at + t * DAY_US <= now
     ]
     assert sorted((a.student_id, a.threshold_days) for a in alerts) == sorted(crossings)
+    lookups = checked.courses.lookups
     assert len(lookups) == len({student for student, _ in crossings})
     assert len(lookups) < len(keys) / 20

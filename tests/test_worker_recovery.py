@@ -21,17 +21,6 @@ from tests.streams import PARTITIONS, Job, produce, simulated_documents
 pytestmark = pytest.mark.kafka
 
 
-@pytest.fixture
-def job(kafka_bootstrap, unique_name, tmp_path) -> Job:
-    return Job(
-        bootstrap=kafka_bootstrap,
-        topic=f"{unique_name}.alpaclass.webhooks",
-        app_id=f"{unique_name}-worker",
-        db_path=tmp_path / "engagement.duckdb",
-        root=tmp_path,
-    )
-
-
 def _lag(job: Job) -> int:
     return asyncio.run(consumer_lag(job.bootstrap, job.app_id, job.topic))
 

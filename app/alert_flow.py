@@ -1,0 +1,378 @@
+"""Inactivity alerts in the worker: checked, recorded, delivered.
+
+- ``AlertMonitor.check`` runs on a timer. It asks the checker for each owned
+  partition's keys that are due, and sends their alerts to the alerts topic,
+  to the partition of the key. A partition is checked only once the worker
+  has caught up with it (webhooks and alerts topics), so that no alert comes
+  from half-replayed state; the first check after being behind says
+  ``catch_up``, and alerts each key once, for the highest threshold crossed.
+- ``AlertRecorder`` is the alerts topic's batch handler (app.batching). Faust
+  lets only a stream write a table, and a timer is none: so the alert comes
+  back through the topic, and the recorder writes into the key's record that
+  it was raised (CourseActivity.alerted, Student.alerted), with the
+  changelog, and writes the batch's alerts as rows of ``inactivity_alerts``.
+- ``AlertDeliverer`` reads the alerts topic in a consumer group of its own and
+  POSTs each alert to its school's URL, if one is configured; it commits a
+  batch once every alert in it was delivered or given up on, and writes the
+  attempts as rows of ``alert_deliveries``.
+
+The topic and HTTP deliveries are at least once: an alert raised again after
+a crash has the same alert_id, and DuckDB's view keeps one row per alert_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+from faust.types import TP
+
+from app.alert_checker import AlertChecker
+from app.alert_delivery import Attempt, deliver
+from app.alert_records import write_alerts, write_deliveries
+from app.alerts import Alert, AlertKind
+from app.folder import PartitionFolder, TableWrites, as_partition
+from app.state import CourseActivity, Student, course_key, student_key
+from engagement.alerts_config import AlertRules
+from engagement.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Records decoded between two yields to the event loop while rebuilding.
+REBUILD_CHUNK = 20_000
+# Alerts delivered at once by one worker.
+DELIVERY_CONCURRENCY = 16
+
+
+def alert_key(alert: Alert) -> bytes:
+    if alert.kind is AlertKind.NEVER_STARTED:
+        return student_key(alert.team_id, alert.student_id)
+    assert alert.course_id is not None
+    return course_key(alert.team_id, alert.student_id, alert.course_id)
+
+
+def recorded(alerted: list | None, alert: Alert) -> list | None:
+    """A course record's ``alerted`` once ``alert`` is recorded in it.
+
+    Recording is idempotent and tolerates any order: an older alert, or one
+    recorded already, leaves the record as it is.
+    """
+    seen, threshold = alert.last_seen_us, alert.threshold_days
+    assert seen is not None
+    if alert.kind is AlertKind.REACTIVATED:
+        if alerted is not None and alerted[0] == seen:
+            return [seen, alerted[1], True]
+        return alerted
+    if alerted is None or alerted[0] < seen:
+        return [seen, threshold, False]
+    if alerted[0] == seen and not alerted[2] and alerted[1] < threshold:
+        return [seen, threshold, False]
+    return alerted
+
+
+def _partition_file(tp: TP, records: Sequence[ConsumerRecord]) -> str:
+    first, last = records[0].offset, records[-1].offset
+    return f"partition-{tp.partition:04d}-{first:020d}-{last:020d}"
+
+
+class AlertRecorder:
+    """The batch handler of the alerts topic: each alert recorded in its key."""
+
+    def __init__(
+        self, folder: PartitionFolder, checker: AlertChecker, snapshot_dir: Path
+    ) -> None:
+        self.folder = folder
+        self.checker = checker
+        self.snapshot_dir = snapshot_dir
+
+    async def fold(self, tp: TP, records: Sequence[ConsumerRecord]) -> Awaitable[Any]:
+        _alive = as_partition(tp)  # the stores' weak reference needs it kept
+        courses, students = self.folder.writes
+        for writes in self.folder.writes:
+            writes.begin()
+        alerts: list[Alert] = []
+        changed_courses: list[CourseActivity] = []
+        changed_students: list[Student] = []
+        for record in records:
+            try:
+                alert = Alert.from_json(record.value or b"")
+            except ValueError as error:
+                logger.warning(
+                    "Skipped record %s[%d]@%d: %s",
+                    tp.topic,
+                    tp.partition,
+                    record.offset,
+                    error,
+                )
+                continue
+            alerts.append(alert)
+            if alert.kind is AlertKind.NEVER_STARTED:
+                student = _record_student(students, alert)
+                if student is not None:
+                    changed_students.append(student)
+            else:
+                course = _record_course(courses, alert)
+                if course is not None:
+                    changed_courses.append(course)
+        for writes in self.folder.writes:  # before any await, as in the fold
+            writes.mark_changed(tp.partition)
+        for course in changed_courses:
+            self.checker.observe_course(course)
+        for student in changed_students:
+            self.checker.observe_student(student)
+        if alerts:
+            name = _partition_file(tp, records)
+            await asyncio.to_thread(write_alerts, self.snapshot_dir, name, alerts)
+        producer = self.folder.app.producer
+        sent = [await w.send(producer, tp.partition) for w in self.folder.writes]
+        return asyncio.gather(*(asyncio.gather(*futures) for futures in sent))
+
+    def settle(self, tp: TP, delivered: list[list[Any]]) -> None:
+        self.folder.settle(tp, delivered)
+
+
+def _record_course(courses: TableWrites, alert: Alert) -> CourseActivity | None:
+    key = alert_key(alert)
+    raw = courses.get(key)
+    if raw is None:
+        return None  # cannot happen: the alert came from the record
+    state = CourseActivity.loads(raw)
+    alerted = recorded(state.alerted, alert)
+    if alerted != state.alerted:
+        state.alerted = alerted
+        courses[key] = state.dumps()
+    return state
+
+
+def _record_student(students: TableWrites, alert: Alert) -> Student | None:
+    key = alert_key(alert)
+    raw = students.get(key)
+    if raw is None:
+        return None
+    state = Student.loads(raw)
+    if state.alerted != alert.last_seen_us:
+        state.alerted = alert.last_seen_us
+        students[key] = state.dumps()
+    return state
+
+
+class AlertMonitor:
+    """The periodic check, over the partitions the worker owns."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        checker: AlertChecker,
+        folder: PartitionFolder,
+        webhooks_topic: str,
+        alerts_topic: str,
+    ) -> None:
+        self.app = app
+        self.checker = checker
+        self.folder = folder
+        self.webhooks_topic = webhooks_topic
+        self.alerts_topic = alerts_topic
+        self._indexed: set[int] = set()
+        # Partitions not caught up at some check since their last one.
+        self._behind: set[int] = set()
+        # Partition -> wall-clock time of its last check (caught up).
+        self.checked_at: dict[int, float] = {}
+        self.raised = 0
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        partitions = set(partitions)
+        self._indexed -= partitions
+        self._behind -= partitions
+        for partition in partitions:
+            self.checked_at.pop(partition, None)
+        self.checker.forget(partitions)
+
+    def _caught_up(self, partition: int) -> bool:
+        consumer = self.app.consumer
+        return all(
+            consumer.caught_up(TP(topic, partition))
+            for topic in (self.webhooks_topic, self.alerts_topic)
+        )
+
+    async def check(self, owned: set[int]) -> int:
+        """Check each owned partition that is caught up; the alerts sent."""
+        for partition in sorted(owned - self._indexed):
+            await self._rebuild(partition)
+        sent = 0
+        for partition in sorted(owned):
+            if not self._caught_up(partition):
+                self._behind.add(partition)
+                continue
+            catching_up = partition in self._behind
+            self._behind.discard(partition)
+            _alive = as_partition(TP(self.webhooks_topic, partition))
+            alerts = self.checker.check(
+                partition, self._course, self._student, catching_up
+            )
+            del _alive
+            if alerts:
+                try:
+                    await self._send(partition, alerts)
+                except KafkaError as error:
+                    # What it raised is not recorded: rebuild, and raise again.
+                    logger.warning(
+                        "Could not send %d alerts of partition %d (%s); they "
+                        "are raised again at the next check",
+                        len(alerts),
+                        partition,
+                        type(error).__name__,
+                    )
+                    self.forget([partition])
+                    continue
+                sent += len(alerts)
+            self.checked_at[partition] = time.time()
+        self.raised += sent
+        return sent
+
+    def _course(self, key: bytes) -> CourseActivity | None:
+        raw = self.folder.writes[0].store.get(key)
+        return None if raw is None else CourseActivity.loads(raw)
+
+    def _student(self, key: bytes) -> Student | None:
+        raw = self.folder.writes[1].store.get(key)
+        return None if raw is None else Student.loads(raw)
+
+    async def _send(self, partition: int, alerts: list[Alert]) -> None:
+        producer = self.app.producer
+        futures = [
+            await producer.send(
+                self.alerts_topic,
+                alert_key(alert),
+                alert.to_json(),
+                partition,
+                None,
+                None,
+            )
+            for alert in alerts
+        ]
+        await asyncio.gather(*futures)
+        kinds = sorted({str(alert.kind) for alert in alerts})
+        logger.info(
+            "Raised %d alerts (%s) in partition %d%s",
+            len(alerts),
+            ", ".join(kinds),
+            partition,
+            ", catching up" if alerts[0].catch_up else "",
+        )
+
+    async def _rebuild(self, partition: int) -> None:
+        """Index every record of the partition, as recovered from the changelog."""
+        started = time.monotonic()
+        courses, students = (w.store for w in self.folder.writes)
+        checker = self.checker
+        checker.start_rebuild(partition)
+        records = 0
+        try:
+            for store, observe in (
+                (courses, _observe_course_record),
+                (students, _observe_student_record),
+            ):
+                values = store._visible_values(store._db_for_partition(partition))
+                while chunk := list(itertools.islice(values, REBUILD_CHUNK)):
+                    for raw in chunk:
+                        observe(checker, raw)
+                    records += len(chunk)
+                    await asyncio.sleep(0)
+        finally:
+            checker.finish_rebuild(partition)
+        self._indexed.add(partition)
+        self._behind.add(partition)
+        logger.info(
+            "Alert deadlines of partition %d rebuilt from %d records in %.2f s",
+            partition,
+            records,
+            time.monotonic() - started,
+        )
+
+
+def _observe_course_record(checker: AlertChecker, raw: bytes) -> None:
+    checker.observe_course(CourseActivity.loads(raw), rebuilding=True)
+
+
+def _observe_student_record(checker: AlertChecker, raw: bytes) -> None:
+    checker.observe_student(Student.loads(raw), rebuilding=True)
+
+
+class AlertDeliverer:
+    """POSTs the alerts topic's alerts to the schools that configured a URL."""
+
+    def __init__(self, settings: Settings, rules: AlertRules) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.group_id = f"{settings.worker_app_id}-alert-delivery"
+
+    async def run(self) -> None:
+        if not self.rules.delivers():
+            return
+        settings = self.settings
+        consumer = AIOKafkaConsumer(
+            settings.alerts_topic,
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=500,
+        )
+        timeout = aiohttp.ClientTimeout(total=settings.alerts_delivery_timeout_seconds)
+        await consumer.start()
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                while True:
+                    batches = await consumer.getmany(timeout_ms=1000)
+                    for tp, records in batches.items():
+                        await self._deliver_batch(session, tp, records)
+                        await consumer.commit({tp: records[-1].offset + 1})
+        finally:
+            await consumer.stop()
+
+    async def _deliver_batch(
+        self,
+        session: aiohttp.ClientSession,
+        tp: TopicPartition,
+        records: list[ConsumerRecord],
+    ) -> None:
+        settings = self.settings
+        limit = asyncio.Semaphore(DELIVERY_CONCURRENCY)
+
+        async def one(alert: Alert) -> list[Attempt]:
+            delivery = self.rules.delivery(alert.team_id)
+            assert delivery is not None
+            async with limit:
+                return await deliver(
+                    alert,
+                    delivery,
+                    session,
+                    settings.alerts_delivery_attempts,
+                    settings.alerts_delivery_first_wait_seconds,
+                )
+
+        alerts = []
+        for record in records:
+            try:
+                alert = Alert.from_json(record.value or b"")
+            except ValueError:
+                continue  # the recorder logs it
+            if self.rules.delivery(alert.team_id) is not None:
+                alerts.append(alert)
+        if not alerts:
+            return
+        attempts = [a for each in await asyncio.gather(*map(one, alerts)) for a in each]
+        stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
+        name = f"{_partition_file(TP(tp.topic, tp.partition), records)}-{stamp}"
+        await asyncio.to_thread(write_deliveries, settings.snapshot_dir, name, attempts)
