@@ -5,9 +5,7 @@ HMAC-SHA256 of it under the school's secret, and ``Idempotency-Key`` its
 alert_id, since delivery is at least once. Answers 2xx are delivered; 408,
 429, 5xx and network errors are retried with exponential backoff; any other
 answer is final. Every attempt's outcome is returned, for alert_deliveries.
-
-TODO: not yet called by the worker (issue 6: the alerts topic and its
-consumer come first).
+The worker's AlertDeliverer (app.alert_flow) calls it for each alert.
 """
 
 from __future__ import annotations

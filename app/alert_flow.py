@@ -3,9 +3,11 @@
 - ``AlertMonitor.check`` runs on a timer. It asks the checker for each owned
   partition's keys that are due, and sends their alerts to the alerts topic,
   to the partition of the key. A partition is checked only once the worker
-  has caught up with it (webhooks and alerts topics), so that no alert comes
-  from half-replayed state; the first check after being behind says
-  ``catch_up``, and alerts each key once, for the highest threshold crossed.
+  has caught up with it (webhooks and alerts topics), and once history (old
+  sentDates: a backfill, a resend) has stopped arriving in it for a few
+  seconds, so that no alert comes from half-replayed state. The first check
+  after being behind says ``catch_up``, and alerts each key once, for the
+  highest threshold crossed; so does a crossing found late.
 - ``AlertRecorder`` is the alerts topic's batch handler (app.batching). Faust
   lets only a stream write a table, and a timer is none: so the alert comes
   back through the topic, and the recorder writes into the key's record that
@@ -51,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 # Records decoded between two yields to the event loop while rebuilding.
 REBUILD_CHUNK = 20_000
+# How long after folding history (app.folder.REPLAY_AGE_US) a partition waits
+# before it is checked: a backfill's batches come closer together than this.
+REPLAY_SETTLE_SECONDS = 3.0
 # Alerts delivered at once by one worker.
 DELIVERY_CONCURRENCY = 16
 
@@ -214,6 +219,11 @@ class AlertMonitor:
             if not self._caught_up(partition):
                 self._behind.add(partition)
                 continue
+            replayed = self.folder.replayed_at.get(partition)
+            if replayed is not None and (
+                time.monotonic() - replayed < REPLAY_SETTLE_SECONDS
+            ):
+                continue  # history still arriving; late crossings say catch_up
             catching_up = partition in self._behind
             self._behind.discard(partition)
             _alive = as_partition(TP(self.webhooks_topic, partition))

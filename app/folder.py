@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import weakref
 from collections import Counter
 from collections.abc import (
@@ -39,6 +40,9 @@ from app.tracking import Tracker
 logger = logging.getLogger(__name__)
 
 FOLD_ATTEMPTS = 5
+# A batch holding an event older than this is history arriving (a backfill, a
+# resend), not live traffic: see PartitionFolder.replayed_at.
+REPLAY_AGE_US = 15 * 60 * 1_000_000
 
 
 class TableWrites(MutableMapping[bytes, bytes]):
@@ -169,10 +173,17 @@ class PartitionFolder:
             None if checker is None else checker.observe_student,
         )
         self.on_outcomes = on_outcomes
+        # Partition -> time.monotonic() of its last fold that held history.
+        # The alert check waits until a partition has had none for a while,
+        # so that a key is not alerted from the first half of its history.
+        self.replayed_at: dict[int, float] = {}
 
     async def fold(self, tp: TP, records: Sequence[ConsumerRecord]) -> Awaitable[Any]:
         _alive = as_partition(tp)  # the stores' weak reference needs it kept
         outcomes = await self._fold_with_retries(tp, records)
+        oldest = self.tracker.oldest_sent_us
+        if oldest is not None and oldest < time.time_ns() // 1000 - REPLAY_AGE_US:
+            self.replayed_at[tp.partition] = time.monotonic()
         self.on_outcomes(outcomes, self.tracker)
         for writes in self.writes:  # before any await: a snapshot may run then
             writes.mark_changed(tp.partition)

@@ -52,6 +52,8 @@ class Tracker:
         # snapshot (see CourseActivity.released); empty without snapshots.
         self.snapshotted: Mapping[int, int] = {} if snapshotted is None else snapshotted
         self.rejections: Counter[str] = Counter()
+        # The oldest sentDate of the last fold's events, if it had any.
+        self.oldest_sent_us: int | None = None
 
     def fold(self, partition: int, bodies: Iterable[bytes | None]) -> Counter[str]:
         """Fold the bodies of one partition, in order; count their outcomes."""
@@ -61,6 +63,7 @@ class Tracker:
         dirty_courses: set[bytes] = set()
         dirty_students: set[bytes] = set()
         snapshotted = self.snapshotted.get(partition)
+        oldest: int | None = None
 
         for raw in bodies:
             raw = raw or b""
@@ -76,6 +79,8 @@ class Tracker:
             if event is None:
                 outcomes[Outcome.NOT_ENGAGEMENT] += 1
                 continue
+            if oldest is None or event.sent_us < oldest:
+                oldest = event.sent_us
 
             if event.name != STUDENT_CREATED:
                 key = course_key(event.team_id, event.student_id, event.course_id)  # type: ignore[arg-type]
@@ -102,6 +107,7 @@ class Tracker:
             student.apply(event)
             dirty_students.add(key)  # unchanged too, as for courses
 
+        self.oldest_sent_us = oldest
         for key in dirty_courses:
             self.courses[key] = courses[key].dumps()
         for key in dirty_students:

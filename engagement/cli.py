@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import signal
@@ -29,6 +30,8 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 cli.add_typer(broker_app, name="broker", help="The local Apache Kafka broker.")
+alerts_app = typer.Typer(no_args_is_help=True)
+cli.add_typer(alerts_app, name="alerts", help="Inactivity alerts.")
 
 stderr = Console(stderr=True)
 logger = logging.getLogger("engagement")
@@ -136,7 +139,7 @@ def demo(
         typer.Option("--as-of", help="Reference time for churn_risk. Default: now."),
     ] = None,
 ) -> None:
-    """Run the whole job once on a file of webhooks and print churn risk."""
+    """Run the whole job once on a file of webhooks; print churn risk and alerts."""
     from engagement.demo import run_demo
 
     configure_logging()
@@ -146,6 +149,11 @@ def demo(
         f"churn_risk as of {as_of or 'now'} (top {len(result.top)})",
         result.columns,
         result.top,
+    )
+    _print_rows(
+        f"inactivity_alerts as of the wall clock (first {len(result.alerts)})",
+        result.alert_columns,
+        result.alerts,
     )
     print(orjson.dumps(result.counts()).decode())
 
@@ -410,6 +418,75 @@ def export(
     file_format = export_format(output, output_format and output_format.value)
     write_export(table, output, file_format)
     stderr.print(f"{table.num_rows} rows of {name} written to {output} ({file_format})")
+
+
+class AlertFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def _alert_line(alert: object) -> str:
+    from app.alerts import Alert
+
+    assert isinstance(alert, Alert)
+    record = orjson.loads(alert.to_json())
+    days = record["days_inactive"]
+    parts = [
+        record["detected_at"],
+        f"{record['kind']:<13}",
+        f"team={alert.team_id}",
+        f"student={alert.student_id}",
+    ]
+    if alert.course_id is not None:
+        parts.append(f"course={alert.course_id}")
+    if alert.threshold_days is not None:
+        parts.append(f"threshold={alert.threshold_days:g}d")
+    if days is not None:
+        parts.append(f"days_inactive={days:.1f}")
+    if alert.catch_up:
+        parts.append("catch_up")
+    return " ".join(parts)
+
+
+@alerts_app.command("tail")
+def alerts_tail(
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new alerts.")
+    ] = False,
+    new_only: Annotated[
+        bool, typer.Option("--new", help="Skip the alerts already on the topic.")
+    ] = False,
+    output_format: Annotated[
+        AlertFormat,
+        typer.Option("--format", help="text: one line each; json: the alert."),
+    ] = AlertFormat.text,
+) -> None:
+    """Print the alerts of the alerts topic, oldest first, then (-f) as they come.
+
+    json prints each alert as the topic and HTTP deliveries carry it, with
+    the student's name and e-mail; text leaves those out.
+    """
+    import asyncio
+
+    from engagement.alerts_tail import tail_alerts
+
+    configure_logging()
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # errors say more
+    settings = Settings()
+
+    async def run() -> None:
+        alerts = tail_alerts(
+            settings.bootstrap_servers, settings.alerts_topic, follow, new_only
+        )
+        async for alert in alerts:
+            if output_format is AlertFormat.json:
+                sys.stdout.buffer.write(alert.to_json() + b"\n")
+            else:
+                sys.stdout.write(_alert_line(alert) + "\n")
+            sys.stdout.flush()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
 
 
 def main() -> None:

@@ -3,8 +3,14 @@
 It starts what ``engagement run`` starts, isolated from earlier runs by fresh
 topic and consumer-group names, a fresh worker state directory and a new
 DuckDB file; sends every body as a signed POST; waits until the worker has
-processed them all (consumer lag 0, not a sleep); snapshots; prints the top of
-``churn_risk`` as of a chosen time, and a last line of JSON with counts.
+processed them all (consumer lag 0, not a sleep), and until the worker has
+checked every partition for inactivity alerts since, and recorded what that
+raised; snapshots; prints the top of ``churn_risk`` as of a chosen time, the
+alerts, and a last line of JSON with counts.
+
+Alerts are measured against the wall clock, not ``--as-of``: a student last
+seen in a history file weeks ago gets the one catch-up alert a worker would
+raise for them today.
 """
 
 from __future__ import annotations
@@ -14,11 +20,14 @@ import logging
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+
+import httpx
 
 from analytics.catalog import connect_readonly
 from engagement.kafka import delete_topics, wait_for_lag_zero
@@ -48,6 +57,19 @@ DEMO_COLUMNS = (
 )
 
 
+# What the demo prints of inactivity_alerts.
+ALERT_COLUMNS = (
+    "kind",
+    "student_name",
+    "course_id",
+    "threshold_days",
+    "days_inactive",
+    "catch_up",
+    "detected_at",
+)
+CHECK_TIMEOUT_SECONDS = 120.0
+
+
 @dataclass
 class DemoResult:
     sent: int
@@ -57,13 +79,17 @@ class DemoResult:
     top: list[tuple]
     columns: list[str]
     seconds: float
+    alerts_by_kind: dict[str, int]
+    alerts: list[tuple]
+    alert_columns: list[str]
 
-    def counts(self) -> dict[str, int | float]:
+    def counts(self) -> dict[str, object]:
         return {
             "sent": self.sent,
             "accepted": self.accepted,
             "rejected": self.rejected,
             "keys": self.keys,
+            "alerts": self.alerts_by_kind,
             "seconds": round(self.seconds, 2),
         }
 
@@ -117,11 +143,8 @@ def run_demo(
             "ENGAGEMENT_WEBHOOK_SECRETS": secret,
             "ENGAGEMENT_DUCKDB_PATH": str(demo.duckdb_path),
         }
-        stack.callback(
-            lambda: asyncio.run(
-                delete_topics(bootstrap, [demo.kafka_topic, demo.worker_app_id])
-            )
-        )
+        topics = [demo.kafka_topic, demo.alerts_topic, demo.worker_app_id]
+        stack.callback(lambda: asyncio.run(delete_topics(bootstrap, topics)))
         # The logs stay in run_dir for a look afterwards; the state goes.
         stack.callback(shutil.rmtree, demo.worker_data_dir, ignore_errors=True)
 
@@ -153,6 +176,17 @@ def run_demo(
                     alive=worker.check_alive,
                 )
             )
+        processed = time.time()
+        wait_for_alert_check(demo.worker_url, processed, worker.check_alive)
+        asyncio.run(
+            wait_for_lag_zero(
+                bootstrap,
+                demo.worker_app_id,
+                demo.alerts_topic,
+                timeout=CATCH_UP_TIMEOUT_SECONDS,
+                alive=worker.check_alive,
+            )
+        )
         request_snapshot(demo.worker_url)
 
     with connect_readonly(demo.duckdb_path) as connection:
@@ -165,6 +199,19 @@ def run_demo(
         )
         columns = [d[0] for d in cursor.description]
         top = cursor.fetchall()
+        by_kind = dict(
+            connection.execute(
+                "SELECT kind, count(*) FROM inactivity_alerts GROUP BY kind "
+                "ORDER BY kind"
+            ).fetchall()
+        )
+        cursor = connection.execute(
+            f"SELECT {', '.join(ALERT_COLUMNS)} FROM inactivity_alerts "
+            "ORDER BY detected_at, kind, student_name, course_id LIMIT ?",
+            [limit],
+        )
+        alert_columns = [d[0] for d in cursor.description]
+        alerts = cursor.fetchall()
 
     return DemoResult(
         sent=summary.sent,
@@ -174,4 +221,30 @@ def run_demo(
         top=top,
         columns=columns,
         seconds=time.monotonic() - started,
+        alerts_by_kind=by_kind,
+        alerts=alerts,
+        alert_columns=alert_columns,
     )
+
+
+def wait_for_alert_check(
+    worker_url: str,
+    after: float,
+    alive: Callable[[], None],
+    timeout: float = CHECK_TIMEOUT_SECONDS,
+) -> None:
+    """Until the worker has checked each of its partitions since ``after``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        health = httpx.get(f"{worker_url}/health", timeout=10).json()
+        checked = health["alerts"]["checked_at"]
+        owned = {str(partition) for partition in health["partitions"]}
+        times = [checked.get(p) for p in owned]
+        if owned and all(
+            t and datetime.fromisoformat(t).timestamp() > after for t in times
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError("The worker did not check its partitions for alerts")
+        alive()
+        time.sleep(0.25)

@@ -131,16 +131,24 @@ async def delete_topics(bootstrap_servers: str, prefixes: Iterable[str]) -> list
         await admin.close()
 
 
+async def topic_partitions(bootstrap_servers: str, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic``; none if it does not exist."""
+    admin = await _admin(bootstrap_servers)
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(
+        TopicPartition(topic, part["partition"]) for part in described["partitions"]
+    )
+
+
 async def consumer_lag(bootstrap_servers: str, group_id: str, topic: str) -> int:
     """Records of ``topic`` that ``group_id`` has not committed yet."""
+    tps = await topic_partitions(bootstrap_servers, topic)
     admin = await _admin(bootstrap_servers)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers)
     try:
-        described = await admin.describe_topics([topic])
-        tps = [
-            TopicPartition(topic, part["partition"])
-            for part in described[0]["partitions"]
-        ]
         await consumer.start()
         end_offsets = await consumer.end_offsets(tps)
         committed = await admin.list_consumer_group_offsets(group_id, partitions=tps)

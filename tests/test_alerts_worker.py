@@ -13,6 +13,8 @@ import hmac
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -176,6 +178,25 @@ def test_alerts_live_and_caught_up_each_once_across_a_kill(job):
     assert {row["student_name"] for row in view} == {
         f"Name {student}" for student in ("gone", "idle", "soon", "new")
     }
+
+    # `engagement alerts tail` prints each once, though the topic may repeat.
+    tail = subprocess.run(
+        [sys.executable, "-m", "engagement", "alerts", "tail", "--format", "json"],
+        env={
+            **os.environ,
+            "ENGAGEMENT_KAFKA_BOOTSTRAP_SERVERS": job.bootstrap,
+            "ENGAGEMENT_KAFKA_TOPIC": job.topic,
+        },
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    printed = [json.loads(line) for line in tail.stdout.splitlines()]
+    assert sorted(a["alert_id"] for a in printed) == sorted(
+        row["alert_id"] for row in view
+    )
+    detected = [a["detected_at"] for a in printed]
+    assert detected == sorted(detected)
 
 
 def test_two_workers_and_a_rebalance_alert_each_key_once(job):

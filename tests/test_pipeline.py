@@ -15,7 +15,7 @@ from engagement.demo import run_demo
 from engagement.settings import Settings
 from tests.compare import assert_exact
 from tests.conftest import FIXTURES
-from tests.expected import load_documents
+from tests.expected import expected_students, load_documents
 
 pytestmark = pytest.mark.kafka
 
@@ -45,7 +45,44 @@ def _run_and_check(kafka_bootstrap: str, path, tmp_path):
     for key in unfinished:
         days = (AS_OF - want[key].last_seen_at).total_seconds() / 86_400
         assert risk[key] == pytest.approx(days, abs=1e-9), key
+    _check_alerts(db_path, documents, want)
     return result, documents, want
+
+
+def _check_alerts(db_path, documents: list[dict], want: dict) -> None:
+    """The demo's alerts: the input's, as of the wall clock when checked.
+
+    Every crossing in a history file is days old: each unfinished key gets
+    one catch-up alert for the highest default threshold (7, 14, 30 days) it
+    crossed, and each student registered 3 days or more ago, with no activity
+    in any course, a never_started one.
+    """
+    with connect_readonly(db_path) as connection:
+        rows = connection.execute(
+            "SELECT kind, team_id, student_id, course_id, threshold_days, catch_up, "
+            "detected_at FROM inactivity_alerts"
+        ).fetchall()
+    if not rows:
+        now = datetime.now(UTC)
+    else:
+        detected = [row[-1] for row in rows]
+        now = min(detected)
+        assert (max(detected) - now).total_seconds() < 30
+    expected = set()
+    for (team, student, course), state in want.items():
+        days = (now - state.last_seen_at).total_seconds() / 86_400
+        crossed = [t for t in (7.0, 14.0, 30.0) if t <= days]
+        if crossed and not state.course_finished:
+            expected.add(("inactive", team, student, course, crossed[-1], True))
+    active = {(team, student) for team, student, _ in want}
+    for (team, student), registered in expected_students(documents).items():
+        created = registered.created_at
+        if created is None or (team, student) in active:
+            continue
+        if (now - created).total_seconds() >= 3 * 86_400:
+            expected.add(("never_started", team, student, None, 3.0, True))
+    assert {row[:-1] for row in rows} == expected
+    assert len(rows) == len(expected)  # one row each
 
 
 @pytest.mark.parametrize("name", ["alpaclass-sample.jsonl", "alpaclass-tricky.jsonl"])
