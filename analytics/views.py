@@ -28,6 +28,8 @@ VIEWS = {
         View("engagement_daily", has_course=True, as_of=False),
         View("student_course_activity_history", has_course=True, as_of=False),
         View("rejected_events", has_course=False, as_of=False, has_team=False),
+        View("inactivity_alerts", has_course=True, as_of=False),
+        View("alert_deliveries", has_course=False, as_of=False),
     )
 }
 VIEW_NAMES = tuple(VIEWS)

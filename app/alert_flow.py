@@ -45,7 +45,13 @@ from app.alert_delivery import Attempt, deliver
 from app.alert_records import write_alerts, write_deliveries
 from app.alerts import Alert, AlertKind
 from app.folder import PartitionFolder, TableWrites, as_partition
-from app.state import CourseActivity, Student, course_key, student_key
+from app.state import (
+    CourseActivity,
+    Student,
+    alert_summary,
+    course_key,
+    student_key,
+)
 from engagement.alerts_config import AlertRules
 from engagement.settings import Settings
 
@@ -58,6 +64,7 @@ REBUILD_CHUNK = 20_000
 REPLAY_SETTLE_SECONDS = 3.0
 # Alerts delivered at once by one worker.
 DELIVERY_CONCURRENCY = 16
+RESTART_DELIVERY_SECONDS = 5.0
 
 
 def alert_key(alert: Alert) -> bytes:
@@ -312,7 +319,7 @@ class AlertMonitor:
 
 
 def _observe_course_record(checker: AlertChecker, raw: bytes) -> None:
-    checker.observe_course(CourseActivity.loads(raw), rebuilding=True)
+    checker.observe_course(alert_summary(raw), rebuilding=True)
 
 
 def _observe_student_record(checker: AlertChecker, raw: bytes) -> None:
@@ -328,8 +335,21 @@ class AlertDeliverer:
         self.group_id = f"{settings.worker_app_id}-alert-delivery"
 
     async def run(self) -> None:
+        """Deliver until the worker stops; start again after a failure."""
         if not self.rules.delivers():
             return
+        while True:
+            try:
+                await self._consume()
+            except (KafkaError, OSError) as error:
+                logger.warning(
+                    "Alert delivery stopped (%s); starting again in %.0f s",
+                    type(error).__name__,
+                    RESTART_DELIVERY_SECONDS,
+                )
+                await asyncio.sleep(RESTART_DELIVERY_SECONDS)
+
+    async def _consume(self) -> None:
         settings = self.settings
         consumer = AIOKafkaConsumer(
             settings.alerts_topic,

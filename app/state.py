@@ -325,6 +325,35 @@ class CourseActivity:
         )
 
 
+_ALERTED_KEY = b'"alerted":'
+
+
+def alert_summary(raw: bytes) -> CourseActivity:
+    """A course record as far as the alert checker's index needs it.
+
+    Only the header and the body's last entry (``alerted``) are decoded, not
+    the registers and ids: the result is fit to be observed, not folded into.
+    ``alerted`` is the body's last key (dumps writes it so, and a key or a
+    string before it cannot hold the sequence unescaped after it).
+    """
+    if raw[:1] == b"{":
+        return CourseActivity.loads(raw)
+    line, _, body = raw.partition(b"\n")
+    header = orjson.loads(line)
+    if header[0] != STATE_VERSION:
+        raise ValueError(f"unknown course record version {header[0]!r}")
+    at = body.rfind(_ALERTED_KEY)
+    alerted = orjson.loads(body[at + len(_ALERTED_KEY) : -1]) if at >= 0 else None
+    finished = header[HEADER.index("course_finished")]
+    return CourseActivity(
+        *header[2:5],
+        header[1],
+        *header[5:7],
+        course=[0, "", 1] if finished else None,
+        alerted=alerted,
+    )
+
+
 def _split(record: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     """A version 2 object as the header and body loads() reads.
 

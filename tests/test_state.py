@@ -2,7 +2,15 @@
 
 from itertools import permutations
 
-from app.state import DAY_US, HORIZON_DAYS, CourseActivity, Student, migrate
+from app.state import (
+    DAY_US,
+    HORIZON_DAYS,
+    CourseActivity,
+    Student,
+    alert_summary,
+    migrate,
+    register_value,
+)
 from engagement.events import StudentEvent
 
 
@@ -130,6 +138,32 @@ def test_record_round_trips():
     )
     assert released.released
     assert CourseActivity.loads(released.dumps()) == released
+
+
+def test_the_alert_summary_reads_what_a_full_load_reads():
+    # A name holding the very bytes the summary looks for, and each kind of
+    # alerted value; finished and unfinished courses.
+    tricky = '"alerted":[1,2,true]}'
+    for events, alerted in (
+        (TOGGLES, None),
+        (TOGGLES[:3], [30, 7.0, False]),
+        (TOGGLES[:2], [20, 14.5, True]),
+    ):
+        state = _fold(
+            [*events, _event("n", "student_lesson_last_seen", 5, student_name=tricky)]
+        )
+        state.alerted = alerted
+        full = CourseActivity.loads(state.dumps())
+        summary = alert_summary(state.dumps())
+        assert register_value(full.student_name) == tricky
+        for field in ("team_id", "student_id", "course_id", "partition"):
+            assert getattr(summary, field) == getattr(full, field)
+        assert (summary.first_seen_at, summary.last_seen_at) == (
+            full.first_seen_at,
+            full.last_seen_at,
+        )
+        assert summary.course_finished == full.course_finished
+        assert summary.alerted == alerted
 
 
 def test_version_2_records_load():
