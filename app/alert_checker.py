@@ -102,6 +102,20 @@ class AlertChecker:
             for known in self._partitions.values()
         )
 
+    def has_due(self, partition: int) -> bool:
+        """Whether keys of the partition are due now (left by a check's limit)."""
+        known = self._partitions.get(partition)
+        if known is None:
+            return False
+        now = self.clock()
+        return any(
+            deadline is not None and deadline <= now
+            for deadline in (
+                known.courses.next_deadline(),
+                known.students.next_deadline(),
+            )
+        )
+
     def start_rebuild(self, partition: int) -> None:
         self._partition(partition).observed = set()
 
@@ -155,8 +169,13 @@ class AlertChecker:
         courses: CourseLookup,
         students: StudentLookup,
         catching_up: bool,
+        limit: int | None = None,
     ) -> list[Alert]:
         """The alerts due now, of the keys of ``partition`` whose deadline passed.
+
+        ``limit``: at most that many keys of each kind (courses, students)
+        are looked at; the rest stay due for the next check. A first check
+        after a large backfill can find most of the table due.
 
         ``catching_up``: the partition has just caught up after being behind;
         each key then gets one inactive alert, for the highest threshold it
@@ -168,11 +187,11 @@ class AlertChecker:
             return []
         now = self.clock()
         alerts: list[Alert] = []
-        for key in known.courses.pop_due(now):
+        for key in known.courses.pop_due(now, limit):
             state = courses(key)
             if state is not None:
                 alerts += self._course_alerts(known, key, state, now, catching_up)
-        for key in known.students.pop_due(now):
+        for key in known.students.pop_due(now, limit):
             student = students(key)
             if student is not None:
                 alerts += self._student_alerts(known, key, student, now, catching_up)

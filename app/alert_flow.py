@@ -65,6 +65,10 @@ REPLAY_SETTLE_SECONDS = 3.0
 # Alerts delivered at once by one worker.
 DELIVERY_CONCURRENCY = 16
 RESTART_DELIVERY_SECONDS = 5.0
+# Keys of a partition one check looks at, at most: the event loop (folds,
+# heartbeats, web pages) must keep answering when a first check after a
+# backfill finds most of the table due; the rest wait for the next checks.
+CHECK_LIMIT = 2_000
 
 
 def alert_key(alert: Alert) -> bytes:
@@ -235,9 +239,11 @@ class AlertMonitor:
             self._behind.discard(partition)
             _alive = as_partition(TP(self.webhooks_topic, partition))
             alerts = self.checker.check(
-                partition, self._course, self._student, catching_up
+                partition, self._course, self._student, catching_up, CHECK_LIMIT
             )
             del _alive
+            if catching_up and self.checker.has_due(partition):
+                self._behind.add(partition)  # still catching up at the next check
             if alerts:
                 try:
                     await self._send(partition, alerts)

@@ -45,14 +45,15 @@ class DeadlineIndex(Generic[Key]):
         if len(self._heap) > max(_REBUILD_FLOOR, 2 * len(self._deadlines)):
             self._rebuild()
 
-    def pop_due(self, now: int) -> list[Key]:
-        """The keys whose deadline is at or before ``now``, soonest first.
+    def pop_due(self, now: int, limit: int | None = None) -> list[Key]:
+        """The keys whose deadline is at or before ``now``, soonest first;
+        at most ``limit`` of them, the others left for the next call.
 
         They leave the index: whoever handles them sets their next deadline.
         """
-        due = []
+        due: list[Key] = []
         heap = self._heap
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now and (limit is None or len(due) < limit):
             deadline, _, key = heapq.heappop(heap)
             if self._deadlines.get(key) == deadline:
                 del self._deadlines[key]

@@ -446,3 +446,25 @@ def test_a_check_reads_only_the_keys_that_are_due():
     lookups = checked.courses.lookups
     assert len(lookups) == len({student for student, _ in crossings})
     assert len(lookups) < len(keys) / 20
+
+
+def test_a_check_limit_leaves_the_rest_due_for_the_next_checks():
+    from app.alert_flow import alert_key, recorded
+
+    start = 1_796_000_000_000_000
+    clock = _Clock(start + 8 * DAY_US)
+    keys = [_course(f"s{n}", start + n) for n in range(2_500)]
+    checked = _checker(clock, keys)
+    found = []
+    for _ in range(3):
+        alerts = checked.checker.check(
+            0, checked.courses.lookup, checked.students.lookup, True, limit=1_000
+        )
+        found.append(len(alerts))
+        for alert in alerts:  # recorded, as the topic's handler does
+            state = checked.courses[alert_key(alert)]
+            state.alerted = recorded(state.alerted, alert)
+            checked.put(state)
+    assert found == [1_000, 1_000, 500]
+    assert not checked.checker.has_due(0)
+    assert checked.check() == []
