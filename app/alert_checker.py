@@ -120,7 +120,9 @@ class AlertChecker:
         self._partition(partition).observed = set()
 
     def finish_rebuild(self, partition: int) -> None:
-        self._partition(partition).observed = None
+        known = self._partitions.get(partition)
+        if known is not None:  # else forgotten meanwhile
+            known.observed = None
 
     def observe_course(self, state: CourseActivity, rebuilding: bool = False) -> None:
         """Take a course record, as it is now, into account."""

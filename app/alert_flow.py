@@ -200,6 +200,9 @@ class AlertMonitor:
         self.webhooks_topic = webhooks_topic
         self.alerts_topic = alerts_topic
         self._indexed: set[int] = set()
+        # Counts forget() calls: a check or rebuild that awaited across one
+        # (a rebalance) stops, rather than index or check what left.
+        self._epoch = 0
         # Partitions not caught up at some check since their last one.
         self._behind: set[int] = set()
         # Partition -> wall-clock time of its last check (caught up).
@@ -208,6 +211,7 @@ class AlertMonitor:
 
     def forget(self, partitions: Iterable[int]) -> None:
         partitions = set(partitions)
+        self._epoch += 1
         self._indexed -= partitions
         self._behind -= partitions
         for partition in partitions:
@@ -223,10 +227,14 @@ class AlertMonitor:
 
     async def check(self, owned: set[int]) -> int:
         """Check each owned partition that is caught up; the alerts sent."""
+        epoch = self._epoch
         for partition in sorted(owned - self._indexed):
-            await self._rebuild(partition)
+            if not await self._rebuild(partition, epoch):
+                return 0
         sent = 0
         for partition in sorted(owned):
+            if self._epoch != epoch:
+                break  # a rebalance began while sending
             if not self._caught_up(partition):
                 self._behind.add(partition)
                 continue
@@ -257,8 +265,10 @@ class AlertMonitor:
                         type(error).__name__,
                     )
                     self.forget([partition])
-                    continue
+                    return sent
                 sent += len(alerts)
+                if self._epoch != epoch:
+                    break
             self.checked_at[partition] = time.time()
         self.raised += sent
         return sent
@@ -294,8 +304,12 @@ class AlertMonitor:
             ", catching up" if alerts[0].catch_up else "",
         )
 
-    async def _rebuild(self, partition: int) -> None:
-        """Index every record of the partition, as recovered from the changelog."""
+    async def _rebuild(self, partition: int, epoch: int) -> bool:
+        """Index every record of the partition, as recovered from the changelog.
+
+        False if a rebalance began meanwhile (``epoch`` is past): the
+        partition is rebuilt at a later check, if it is still this worker's.
+        """
         started = time.monotonic()
         courses, students = (w.store for w in self.folder.writes)
         checker = self.checker
@@ -312,6 +326,9 @@ class AlertMonitor:
                         observe(checker, raw)
                     records += len(chunk)
                     await asyncio.sleep(0)
+                    if self._epoch != epoch:
+                        checker.forget([partition])
+                        return False
         finally:
             checker.finish_rebuild(partition)
         self._indexed.add(partition)
@@ -322,6 +339,7 @@ class AlertMonitor:
             records,
             time.monotonic() - started,
         )
+        return True
 
 
 def _observe_course_record(checker: AlertChecker, raw: bytes) -> None:

@@ -65,7 +65,11 @@ def test_broker_away_then_receiver_killed_nothing_lost_nothing_doubled(
     before, during = documents[:-500], documents[-500:]
 
     receiver = _receiver(env, port, tmp_path / "receiver.log")
-    assert _send(url, before) == {200: len(before)}
+    # Mostly 200; on a loaded machine an acknowledgement can take longer than
+    # the 0.5 s wait, and that delivery is spooled (202): accepted all the same.
+    answers = _send(url, before)
+    assert set(answers) <= {200, 202} and sum(answers.values()) == len(before)
+    assert answers.get(200, 0) > 0
 
     broker.stop()
     answers = _send(url, during)
