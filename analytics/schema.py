@@ -91,6 +91,7 @@ INACTIVITY_ALERTS = pa.schema(
         pa.field("days_inactive", pa.float64()),
         pa.field("detected_at", UTC_MICROS, nullable=False),
         pa.field("catch_up", pa.bool_(), nullable=False),
+        pa.field("active_again_at", UTC_MICROS),
         pa.field("student_name", pa.string()),
         pa.field("student_email", pa.string()),
     ]

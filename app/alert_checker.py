@@ -76,6 +76,10 @@ class _Partition:
     # Keys observed while the index was being rebuilt: newer than the
     # rebuild's own reads, which are then skipped. None when not rebuilding.
     observed: set[bytes] | None = None
+    # Keys held back by a check while history was arriving (hold_late): what
+    # is due for them is decided again by the next check that holds none.
+    held_courses: dict[bytes, None] = field(default_factory=dict)
+    held_students: dict[bytes, None] = field(default_factory=dict)
 
 
 class AlertChecker:
@@ -103,12 +107,13 @@ class AlertChecker:
         )
 
     def has_due(self, partition: int) -> bool:
-        """Whether keys of the partition are due now (left by a check's limit)."""
+        """Whether keys of the partition are due now: left by a check's limit,
+        or held while history arrived."""
         known = self._partitions.get(partition)
         if known is None:
             return False
         now = self.clock()
-        return any(
+        return bool(known.held_courses or known.held_students) or any(
             deadline is not None and deadline <= now
             for deadline in (
                 known.courses.next_deadline(),
@@ -172,8 +177,14 @@ class AlertChecker:
         students: StudentLookup,
         catching_up: bool,
         limit: int | None = None,
+        hold_late: bool = False,
     ) -> list[Alert]:
         """The alerts due now, of the keys of ``partition`` whose deadline passed.
+
+        ``hold_late``: history is arriving in the partition (a backfill); only
+        live crossings (CATCH_UP_AFTER_US) are alerted, and the keys due for
+        anything else are held for the first check without ``hold_late``:
+        the rest of their history may still be on its way.
 
         ``limit``: at most that many keys of each kind (courses, students)
         are looked at; the rest stay due for the next check. A first check
@@ -189,14 +200,22 @@ class AlertChecker:
             return []
         now = self.clock()
         alerts: list[Alert] = []
-        for key in known.courses.pop_due(now, limit):
-            state = courses(key)
-            if state is not None:
-                alerts += self._course_alerts(known, key, state, now, catching_up)
-        for key in known.students.pop_due(now, limit):
-            student = students(key)
-            if student is not None:
-                alerts += self._student_alerts(known, key, student, now, catching_up)
+        kinds: tuple[tuple[dict, DeadlineIndex, Callable, Callable], ...] = (
+            (known.held_courses, known.courses, courses, self._course_alerts),
+            (known.held_students, known.students, students, self._student_alerts),
+        )
+        for held, index, lookup, decide in kinds:
+            for key in _due(held, index, now, limit, hold_late):
+                state = lookup(key)
+                if state is None:
+                    continue
+                before = known.raised.get(key)
+                found = decide(known, key, state, now, catching_up)
+                if hold_late and any(alert.catch_up for alert in found):
+                    _hold(known, key, before)
+                    held[key] = None
+                else:
+                    alerts += found
         return alerts
 
     def _course_alerts(
@@ -285,6 +304,35 @@ class AlertChecker:
             student_email=register_value(student.student_email),
         )
         return [alert]
+
+
+def _due(
+    held: dict[bytes, None],
+    index: DeadlineIndex[bytes],
+    now: int,
+    limit: int | None,
+    hold_late: bool,
+) -> list[bytes]:
+    """The keys a check looks at: those held before (unless it holds again),
+    then those whose deadline passed; ``limit`` of them at most."""
+    keys: list[bytes] = []
+    if not hold_late:
+        while held and (limit is None or len(keys) < limit):
+            key = next(iter(held))
+            del held[key]
+            keys.append(key)
+    left = None if limit is None else limit - len(keys)
+    return keys + index.pop_due(now, left)
+
+
+def _hold(
+    known: _Partition, key: bytes, before: tuple[AlertKind, int, float | None] | None
+) -> None:
+    """Forget the alerts just decided for the key: they are decided again."""
+    if before is None:
+        known.raised.pop(key, None)
+    else:
+        known.raised[key] = before
 
 
 def _skip(known: _Partition, key: bytes, rebuilding: bool) -> bool:

@@ -3,20 +3,18 @@
 - ``AlertMonitor.check`` runs on a timer. It asks the checker for each owned
   partition's keys that are due, and sends their alerts to the alerts topic,
   to the partition of the key. A partition is checked only once the worker
-  has caught up with it (webhooks and alerts topics), and once history (old
-  sentDates: a backfill, a resend) has stopped arriving in it for a few
-  seconds, so that no alert comes from half-replayed state. The first check
-  after being behind says ``catch_up``, and alerts each key once, for the
-  highest threshold crossed; so does a crossing found late.
+  has caught up with it (webhooks and alerts topics), so that no alert comes
+  from half-replayed state. While history (old sentDates: a backfill, a
+  resend) arrives in a partition, and for REPLAY_SETTLE_SECONDS after, only
+  live crossings are alerted; the rest wait. The first check after being
+  behind says ``catch_up``, and alerts each key once, for the highest
+  threshold crossed; so does a crossing found late.
 - ``AlertRecorder`` is the alerts topic's batch handler (app.batching). Faust
   lets only a stream write a table, and a timer is none: so the alert comes
   back through the topic, and the recorder writes into the key's record that
   it was raised (CourseActivity.alerted, Student.alerted), with the
   changelog, and writes the batch's alerts as rows of ``inactivity_alerts``.
-- ``AlertDeliverer`` reads the alerts topic in a consumer group of its own and
-  POSTs each alert to its school's URL, if one is configured; it commits a
-  batch once every alert in it was delivered or given up on, and writes the
-  attempts as rows of ``alert_deliveries``.
+- app.alert_delivery.AlertDeliverer POSTs them to the schools.
 
 The topic and HTTP deliveries are at least once: an alert raised again after
 a crash has the same alert_id, and DuckDB's view keeps one row per alert_id.
@@ -28,21 +26,17 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
 from app.alert_checker import AlertChecker
-from app.alert_delivery import Attempt, deliver
-from app.alert_records import write_alerts, write_deliveries
+from app.alert_records import write_alerts
 from app.alerts import Alert, AlertKind
 from app.folder import PartitionFolder, TableWrites, as_partition
 from app.state import (
@@ -52,8 +46,6 @@ from app.state import (
     course_key,
     student_key,
 )
-from engagement.alerts_config import AlertRules
-from engagement.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +53,7 @@ logger = logging.getLogger(__name__)
 REBUILD_CHUNK = 20_000
 # How long after folding history (app.folder.REPLAY_AGE_US) a partition waits
 # before it is checked: a backfill's batches come closer together than this.
-REPLAY_SETTLE_SECONDS = 3.0
-# Alerts delivered at once by one worker.
-DELIVERY_CONCURRENCY = 16
-RESTART_DELIVERY_SECONDS = 5.0
+REPLAY_SETTLE_SECONDS = 10.0
 # Keys of a partition one check looks at, at most: the event loop (folds,
 # heartbeats, web pages) must keep answering when a first check after a
 # backfill finds most of the table due; the rest wait for the next checks.
@@ -132,15 +121,27 @@ class AlertRecorder:
                     error,
                 )
                 continue
+            try:
+                if alert.kind is AlertKind.NEVER_STARTED:
+                    student = _record_student(students, alert)
+                    if student is not None:
+                        changed_students.append(student)
+                else:
+                    course = _record_course(courses, alert)
+                    if course is not None:
+                        changed_courses.append(course)
+            except (ValueError, TypeError, KeyError) as error:
+                # A record the alert cannot be recorded in (not one of ours):
+                # skipped, rather than stop the worker on it at every start.
+                logger.error(
+                    "Could not record %s[%d]@%d (%s)",
+                    tp.topic,
+                    tp.partition,
+                    record.offset,
+                    type(error).__name__,
+                )
+                continue
             alerts.append(alert)
-            if alert.kind is AlertKind.NEVER_STARTED:
-                student = _record_student(students, alert)
-                if student is not None:
-                    changed_students.append(student)
-            else:
-                course = _record_course(courses, alert)
-                if course is not None:
-                    changed_courses.append(course)
         for writes in self.folder.writes:  # before any await, as in the fold
             writes.mark_changed(tp.partition)
         for course in changed_courses:
@@ -193,8 +194,10 @@ class AlertMonitor:
         folder: PartitionFolder,
         webhooks_topic: str,
         alerts_topic: str,
+        on_sent: Callable[[list[Alert]], None] | None = None,
     ) -> None:
         self.app = app
+        self.on_sent = on_sent  # told the alerts each check sent (metrics)
         self.checker = checker
         self.folder = folder
         self.webhooks_topic = webhooks_topic
@@ -238,16 +241,22 @@ class AlertMonitor:
             if not self._caught_up(partition):
                 self._behind.add(partition)
                 continue
+            # History still arriving: live crossings only, the rest held.
             replayed = self.folder.replayed_at.get(partition)
-            if replayed is not None and (
+            replaying = replayed is not None and (
                 time.monotonic() - replayed < REPLAY_SETTLE_SECONDS
-            ):
-                continue  # history still arriving; late crossings say catch_up
-            catching_up = partition in self._behind
-            self._behind.discard(partition)
+            )
+            catching_up = partition in self._behind and not replaying
+            if not replaying:
+                self._behind.discard(partition)
             _alive = as_partition(TP(self.webhooks_topic, partition))
             alerts = self.checker.check(
-                partition, self._course, self._student, catching_up, CHECK_LIMIT
+                partition,
+                self._course,
+                self._student,
+                catching_up,
+                CHECK_LIMIT,
+                hold_late=replaying,
             )
             del _alive
             if catching_up and self.checker.has_due(partition):
@@ -269,7 +278,8 @@ class AlertMonitor:
                 sent += len(alerts)
                 if self._epoch != epoch:
                     break
-            self.checked_at[partition] = time.time()
+            if not replaying:
+                self.checked_at[partition] = time.time()
         self.raised += sent
         return sent
 
@@ -295,6 +305,8 @@ class AlertMonitor:
             for alert in alerts
         ]
         await asyncio.gather(*futures)
+        if self.on_sent is not None:
+            self.on_sent(alerts)
         kinds = sorted({str(alert.kind) for alert in alerts})
         logger.info(
             "Raised %d alerts (%s) in partition %d%s",
@@ -348,85 +360,3 @@ def _observe_course_record(checker: AlertChecker, raw: bytes) -> None:
 
 def _observe_student_record(checker: AlertChecker, raw: bytes) -> None:
     checker.observe_student(Student.loads(raw), rebuilding=True)
-
-
-class AlertDeliverer:
-    """POSTs the alerts topic's alerts to the schools that configured a URL."""
-
-    def __init__(self, settings: Settings, rules: AlertRules) -> None:
-        self.settings = settings
-        self.rules = rules
-        self.group_id = f"{settings.worker_app_id}-alert-delivery"
-
-    async def run(self) -> None:
-        """Deliver until the worker stops; start again after a failure."""
-        if not self.rules.delivers():
-            return
-        while True:
-            try:
-                await self._consume()
-            except (KafkaError, OSError) as error:
-                logger.warning(
-                    "Alert delivery stopped (%s); starting again in %.0f s",
-                    type(error).__name__,
-                    RESTART_DELIVERY_SECONDS,
-                )
-                await asyncio.sleep(RESTART_DELIVERY_SECONDS)
-
-    async def _consume(self) -> None:
-        settings = self.settings
-        consumer = AIOKafkaConsumer(
-            settings.alerts_topic,
-            bootstrap_servers=settings.bootstrap_servers,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=500,
-        )
-        timeout = aiohttp.ClientTimeout(total=settings.alerts_delivery_timeout_seconds)
-        await consumer.start()
-        try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                while True:
-                    batches = await consumer.getmany(timeout_ms=1000)
-                    for tp, records in batches.items():
-                        await self._deliver_batch(session, tp, records)
-                        await consumer.commit({tp: records[-1].offset + 1})
-        finally:
-            await consumer.stop()
-
-    async def _deliver_batch(
-        self,
-        session: aiohttp.ClientSession,
-        tp: TopicPartition,
-        records: list[ConsumerRecord],
-    ) -> None:
-        settings = self.settings
-        limit = asyncio.Semaphore(DELIVERY_CONCURRENCY)
-
-        async def one(alert: Alert) -> list[Attempt]:
-            delivery = self.rules.delivery(alert.team_id)
-            assert delivery is not None
-            async with limit:
-                return await deliver(
-                    alert,
-                    delivery,
-                    session,
-                    settings.alerts_delivery_attempts,
-                    settings.alerts_delivery_first_wait_seconds,
-                )
-
-        alerts = []
-        for record in records:
-            try:
-                alert = Alert.from_json(record.value or b"")
-            except ValueError:
-                continue  # the recorder logs it
-            if self.rules.delivery(alert.team_id) is not None:
-                alerts.append(alert)
-        if not alerts:
-            return
-        attempts = [a for each in await asyncio.gather(*map(one, alerts)) for a in each]
-        stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
-        name = f"{_partition_file(TP(tp.topic, tp.partition), records)}-{stamp}"
-        await asyncio.to_thread(write_deliveries, settings.snapshot_dir, name, attempts)

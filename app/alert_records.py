@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from analytics.schema import ALERT_DELIVERIES, INACTIVITY_ALERTS
 from analytics.snapshots import write_file
-from app.alert_delivery import Attempt
 from app.alerts import Alert
+
+if TYPE_CHECKING:  # app.alert_delivery writes through this module
+    from app.alert_delivery import Attempt
 
 
 def alert_rows(alerts: Sequence[Alert]) -> pa.Table:
@@ -33,6 +36,7 @@ def alert_rows(alerts: Sequence[Alert]) -> pa.Table:
                 "days_inactive": alert.days_inactive,
                 "detected_at": alert.detected_us,
                 "catch_up": alert.catch_up,
+                "active_again_at": alert.active_again_us,
                 "student_name": alert.student_name,
                 "student_email": alert.student_email,
             }

@@ -18,8 +18,18 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Annotated, Literal
 
 import orjson
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ALERT_SCHEMA_VERSION = 1
 DAY_US = 86_400_000_000
@@ -106,28 +116,38 @@ class Alert:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Alert:
-        """An alert as to_json wrote it; ValueError if it is not one."""
+        """An alert as to_json wrote it; ValueError if it is not one.
+
+        The error names the fields at fault, never their values (the topic
+        carries names and e-mails).
+        """
         try:
-            record = orjson.loads(raw)
-            if record.get("version") != ALERT_SCHEMA_VERSION:
-                raise ValueError(f"unknown alert version {record.get('version')!r}")
-            alert = cls(
-                AlertKind(record["kind"]),
-                record["team_id"],
-                record["student_id"],
-                record["course_id"],
-                record["threshold_days"],
-                _us(record["last_seen_at"]),
-                _us(record["detected_at"]),  # type: ignore[arg-type]
-                bool(record["catch_up"]),
-                record["student_name"],
-                record["student_email"],
-                _us(record.get("active_again_at")),
+            record = _AlertRecord.model_validate_json(raw)
+        except ValidationError as error:
+            fields = sorted(
+                {
+                    ".".join(str(p) for p in e["loc"]) or "the record"
+                    for e in error.errors()
+                }
             )
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"not an alert: {type(error).__name__}") from error
-        if alert.alert_id != record.get("alert_id"):
-            raise ValueError("the alert_id does not match the alert")
+            raise ValueError(
+                f"not an alert of version 1: {', '.join(fields)}"
+            ) from None
+        alert = cls(
+            record.kind,
+            record.team_id,
+            record.student_id,
+            record.course_id,
+            record.threshold_days,
+            _us(record.last_seen_at),
+            _us(record.detected_at),  # type: ignore[arg-type]
+            record.catch_up,
+            record.student_name,
+            record.student_email,
+            _us(record.active_again_at),
+        )
+        if alert.alert_id != record.alert_id:
+            raise ValueError("not an alert of version 1: alert_id does not match")
         return alert
 
 
@@ -139,10 +159,50 @@ def _iso(instant_us: int | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _us(value: str | None) -> int | None:
+def _us(value: datetime | None) -> int | None:
     if value is None:
         return None
-    return (datetime.fromisoformat(value) - _EPOCH) // _MICROSECOND
+    return (value - _EPOCH) // _MICROSECOND
+
+
+class _AlertRecord(BaseModel):
+    """The alert's JSON, version 1, as read back from the topic."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    version: Literal[1]
+    alert_id: str
+    kind: AlertKind
+    team_id: Annotated[str, Field(min_length=1)]
+    student_id: Annotated[str, Field(min_length=1)]
+    course_id: str | None
+    threshold_days: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None
+    last_seen_at: AwareDatetime | None
+    days_inactive: float | None = None
+    detected_at: AwareDatetime
+    catch_up: bool
+    active_again_at: AwareDatetime | None = None
+    student_name: str | None
+    student_email: str | None
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _kind(cls, value: object) -> object:
+        return AlertKind(value) if isinstance(value, str) else value
+
+    @field_validator("last_seen_at", "detected_at", "active_again_at", mode="before")
+    @classmethod
+    def _instant(cls, value: object) -> object:
+        return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _shape(self) -> _AlertRecord:
+        about_course = self.kind is not AlertKind.NEVER_STARTED
+        if about_course != (self.course_id is not None):
+            raise ValueError("course_id must be set unless never_started")
+        if self.threshold_days is None or self.last_seen_at is None:
+            raise ValueError("threshold_days and last_seen_at must be set")
+        return self
 
 
 def crossed(

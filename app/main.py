@@ -22,7 +22,9 @@ from prometheus_client import Counter as MetricCounter
 from prometheus_client import Gauge, generate_latest
 
 from app.alert_checker import AlertChecker
-from app.alert_flow import AlertDeliverer, AlertMonitor, AlertRecorder
+from app.alert_delivery import AlertDeliverer
+from app.alert_flow import AlertMonitor, AlertRecorder
+from app.alerts import AlertKind
 from app.folder import PartitionFolder
 from app.options import faust_options, webhooks_topic
 from app.rejected import RejectedRecorder
@@ -144,10 +146,45 @@ app.batch_handlers = {
     settings.rejected_topic: RejectedRecorder(settings.snapshot_dir),
     settings.alerts_topic: AlertRecorder(folder, checker, settings.snapshot_dir),
 }
-monitor = AlertMonitor(
-    app, checker, folder, settings.kafka_topic, settings.alerts_topic
+ALERTS = MetricCounter(
+    "engagement_alerts_raised_total", "Alerts sent to the alerts topic", ["kind"]
 )
-deliverer = AlertDeliverer(settings, alert_rules)
+DELIVERIES = MetricCounter(
+    "engagement_alert_delivery_attempts_total",
+    "Attempts at POSTing an alert to a school, by outcome",
+    ["outcome"],
+)
+KEYS_WITH_DEADLINE = Gauge(
+    "engagement_alerts_keys_with_deadline",
+    "Keys the worker's inactivity check is watching",
+)
+KEYS_WITH_DEADLINE.set_function(lambda: float(checker.keys()))
+for _kind in AlertKind:
+    ALERTS.labels(_kind.value)
+for _delivered in ("delivered", "failed"):
+    DELIVERIES.labels(_delivered)
+
+
+def count_alerts(alerts: list) -> None:
+    for alert in alerts:
+        ALERTS.labels(str(alert.kind)).inc()
+
+
+monitor = AlertMonitor(
+    app,
+    checker,
+    folder,
+    settings.kafka_topic,
+    settings.alerts_topic,
+    on_sent=count_alerts,
+)
+deliverer = AlertDeliverer(
+    settings,
+    alert_rules,
+    on_attempt=lambda attempt: DELIVERIES.labels(
+        "delivered" if attempt.delivered else "failed"
+    ).inc(),
+)
 
 
 def ready() -> bool:

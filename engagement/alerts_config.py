@@ -40,6 +40,7 @@ from engagement.toml_files import load_toml
 
 DEFAULT_THRESHOLDS_DAYS = (7.0, 14.0, 30.0)
 DEFAULT_NEVER_STARTED_DAYS = 3.0
+MAX_DAYS = 3650
 
 
 def _sorted_unique(values: list[float]) -> tuple[float, ...]:
@@ -48,9 +49,9 @@ def _sorted_unique(values: list[float]) -> tuple[float, ...]:
     return tuple(sorted(set(values)))
 
 
-Thresholds = Annotated[
-    list[Annotated[float, Field(gt=0)]], AfterValidator(_sorted_unique)
-]
+# Days, more than none and at most ten years (nor inf, nor nan).
+Days = Annotated[float, Field(gt=0, le=MAX_DAYS, allow_inf_nan=False)]
+Thresholds = Annotated[list[Days], AfterValidator(_sorted_unique)]
 
 
 class _Rules(BaseModel):
@@ -63,7 +64,7 @@ class _Course(_Rules):
 
 
 class _Team(_Rules):
-    never_started_days: float | None = Field(default=None, gt=0)
+    never_started_days: Days | None = None
     url: HttpUrl | None = None
     secret: SecretStr | None = None
     courses: dict[str, _Course] = {}
@@ -76,7 +77,7 @@ class _Team(_Rules):
 
 
 class _Defaults(_Rules):
-    never_started_days: float = Field(default=DEFAULT_NEVER_STARTED_DAYS, gt=0)
+    never_started_days: Days = DEFAULT_NEVER_STARTED_DAYS
 
 
 class _File(BaseModel):

@@ -51,7 +51,13 @@ async def tail_alerts(
                 try:
                     alert = Alert.from_json(record.value or b"")
                 except ValueError as error:
-                    logger.warning("Skipped %s@%d: %s", topic, record.offset, error)
+                    logger.warning(
+                        "Skipped %s[%d]@%d: %s",
+                        topic,
+                        record.partition,
+                        record.offset,
+                        error,
+                    )
                     continue
                 if alert.alert_id not in seen:
                     seen.add(alert.alert_id)

@@ -66,6 +66,9 @@ def test_without_a_file_the_defaults_are_7_14_and_30_days():
         ("[teams.a]\nurl = 'https://a.example'", "teams.a"),
         ("[defaults]\nthresholds_days = [0]", "defaults.thresholds_days"),
         ("[defaults]\nthresholds_days = []", "defaults.thresholds_days"),
+        ("[defaults]\nthresholds_days = [7, inf]", "defaults.thresholds_days.1"),
+        ("[defaults]\nthresholds_days = [1e308]", "defaults.thresholds_days.0"),
+        ("[teams.a]\nnever_started_days = nan", "teams.a.never_started_days"),
         ("[teams.a]\nthreshold_days = [3]", "teams.a.threshold_days"),
         ("[teams.a]\nurl = 'not a url'\nsecret = 'hush-hush'", "teams.a.url"),
     ],
@@ -468,3 +471,64 @@ def test_a_check_limit_leaves_the_rest_due_for_the_next_checks():
     assert found == [1_000, 1_000, 500]
     assert not checked.checker.has_due(0)
     assert checked.check() == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"course_id": None},
+        {"team_id": ["maria@example.org"]},
+        {"threshold_days": "7"},
+        {"threshold_days": None},
+        {"student_name": 5},
+        {"version": "Maria Silva <maria@example.org>"},
+        {"detected_at": "Maria Silva maria@example.org"},
+        {"kind": "maria@example.org"},
+        {"alert_id": "maria@example.org"},
+    ],
+)
+def test_a_record_that_is_not_an_alert_is_refused_without_its_values(change):
+    alert = Alert(AlertKind.INACTIVE, "t", "s", "c", 7.0, 5, 6, False, "Maria", "m@x")
+    record = {**json.loads(alert.to_json()), **change}
+    with pytest.raises(ValueError, match="not an alert") as refused:
+        Alert.from_json(json.dumps(record).encode())
+    assert "maria" not in str(refused.value).lower()
+
+
+def test_alerts_read_back_as_written():
+    for alert in (
+        Alert(AlertKind.INACTIVE, "t", "s", "c", 7.0, 5, 6, True, "Maria", "m@x"),
+        Alert(AlertKind.NEVER_STARTED, "t", "s", None, 3.0, 5, 9, False, None, None),
+        Alert(AlertKind.REACTIVATED, "t", "s", "c", 14.0, 5, 9, active_again_us=8),
+    ):
+        assert Alert.from_json(alert.to_json()) == alert
+
+
+def test_while_history_arrives_only_live_crossings_alert_the_rest_wait():
+    start = 1_796_000_000_000_000
+    clock = _Clock(start)
+    # "old" crossed 14 days a day ago (history just folded in); "live"
+    # crosses 7 days 10 s from now; "never" registered 5 days ago, idle.
+    from app.state import Student
+
+    old = _course("old", start - 15 * DAY_US)
+    live = _course("live", start - 7 * DAY_US + 10_000_000)
+    never = Student("t", "never", 0, created=[0, "e", start - 5 * DAY_US])
+    checked = _checker(clock, [old, live, never])
+
+    def check(hold: bool) -> list:
+        return checked.checker.check(
+            0, checked.courses.lookup, checked.students.lookup, False, None, hold
+        )
+
+    assert check(hold=True) == []
+    clock.advance(20 / 86_400)
+    assert _kinds(check(hold=True)) == [("live", "inactive", 7.0, False)]
+    assert check(hold=True) == []  # the held ones stay held
+    assert checked.checker.has_due(0)
+    held = check(hold=False)
+    assert sorted(_kinds(held)) == [
+        ("never", "never_started", 3.0, True),
+        ("old", "inactive", 14.0, True),
+    ]
+    assert check(hold=False) == []

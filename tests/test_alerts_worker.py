@@ -230,8 +230,12 @@ def test_two_workers_and_a_rebalance_alert_each_key_once(job):
     assert {r["threshold_days"] for r in view} == {7.0}
 
 
+HANG_SECONDS = 15
+
+
 class _School(BaseHTTPRequestHandler):
-    """A school's endpoint: answers the statuses of its path's plan in turn."""
+    """A school's endpoint: answers the statuses of its path's plan in turn
+    (0: hang for HANG_SECONDS, then 200)."""
 
     plans: dict[str, list[int]] = {}
     received: list[tuple[str, dict, bytes]] = []
@@ -242,7 +246,10 @@ class _School(BaseHTTPRequestHandler):
         self.received.append((self.path, headers, body))
         plan = self.plans[self.path]
         tries = sum(1 for path, _, _ in self.received if path == self.path)
-        self.send_response(plan[min(tries, len(plan)) - 1])
+        status = plan[min(tries, len(plan)) - 1]
+        if status == 0:
+            time.sleep(HANG_SECONDS)
+        self.send_response(status or 200)
         self.end_headers()
 
     def log_message(self, *args: object) -> None:
@@ -264,7 +271,8 @@ def school() -> Iterator[str]:
 def test_a_school_gets_its_alert_signed_after_two_failures_another_never(
     job, school, tmp_path: Path
 ):
-    _School.plans = {"/a": [500, 503, 200], "/b": [503]}
+    # a: fails twice, then takes it; b: always down; h: hangs, then takes it.
+    _School.plans = {"/a": [500, 503, 200], "/b": [503], "/h": [0]}
     config = tmp_path / "alerts.toml"
     config.write_text(
         f"""
@@ -275,6 +283,10 @@ secret = "secret of a"
 [teams.school-b]
 url = "{school}/b"
 secret = "secret of b"
+
+[teams.school-h]
+url = "{school}/h"
+secret = "secret of h"
 """
     )
     produce(
@@ -284,6 +296,7 @@ secret = "secret of b"
             visit("school-a", "ana", "c1", days_ago(8)),
             visit("school-b", "bia", "c1", days_ago(8)),
             visit("school-c", "cai", "c1", days_ago(8)),  # no url: not POSTed
+            visit("school-h", "hal", "c1", days_ago(8)),
         ],
     )
     worker = job.start_worker(
@@ -292,16 +305,33 @@ secret = "secret of b"
             "ENGAGEMENT_ALERTS_CONFIG": str(config),
             "ENGAGEMENT_ALERTS_DELIVERY_ATTEMPTS": "3",
             "ENGAGEMENT_ALERTS_DELIVERY_FIRST_WAIT_SECONDS": "0.2",
+            "ENGAGEMENT_ALERTS_DELIVERY_TIMEOUT_SECONDS": str(HANG_SECONDS * 4),
         },
     )
+
+    def teams(rows: list[dict]) -> list[str]:
+        return [row["team_id"] for row in rows]
+
     try:
-        rows = _wait_for(job, "alert_deliveries", lambda r: len(r) >= 6, [worker])
+        rows = _wait_for(
+            job,
+            "alert_deliveries",
+            lambda r: teams(r).count("school-a") + teams(r).count("school-b") >= 6,
+            [worker],
+        )
+        # A and b were served while h's POST still hung: h holds up only h.
+        assert "school-h" not in teams(rows)
+        hung = _wait_for(
+            job, "alert_deliveries", lambda r: "school-h" in teams(r), [worker]
+        )
         job.snapshot(worker)
     finally:
         worker.stop()
 
+    [of_h] = [row for row in hung if row["team_id"] == "school-h"]
+    assert (of_h["attempt"], of_h["status"], of_h["delivered"]) == (1, 200, True)
     alerts = {row["team_id"]: row for row in _view(job, "inactivity_alerts")}
-    assert set(alerts) == {"school-a", "school-b", "school-c"}
+    assert set(alerts) == {"school-a", "school-b", "school-c", "school-h"}
     outcomes = sorted(
         (row["team_id"], row["attempt"], row["status"], row["delivered"])
         for row in rows
@@ -314,12 +344,11 @@ secret = "secret of b"
         ("school-b", 2, 503, False),
         ("school-b", 3, 503, False),
     ]
-    assert {row["alert_id"] for row in rows} == {
-        alerts["school-a"]["alert_id"],
-        alerts["school-b"]["alert_id"],
+    assert {row["alert_id"] for row in hung} == {
+        alerts[team]["alert_id"] for team in ("school-a", "school-b", "school-h")
     }
     for path, headers, body in _School.received:
-        team = "school-a" if path == "/a" else "school-b"
+        team = f"school-{path[1:]}"
         secret = f"secret of {team[-1]}".encode()
         signed = hmac.new(secret, body, hashlib.sha256).hexdigest()
         assert headers["x-signature"] == signed

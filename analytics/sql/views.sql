@@ -12,20 +12,22 @@ FROM read_parquet('{snapshots}/rejected_events/*.parquet', union_by_name = true)
 QUALIFY row_number() OVER (PARTITION BY "partition", "offset") = 1;
 
 -- Inactivity alerts (app.alerts): one row per alert_id, the first detection
--- of it, however many times it was written. The worker does not raise them
--- yet (issue 6), so these are empty for now.
+-- of it, however many times it was written; in the order detected.
 CREATE OR REPLACE VIEW inactivity_alerts AS
 SELECT alert_id, kind, team_id, student_id, course_id, threshold_days,
-       last_seen_at, days_inactive, detected_at, catch_up, student_name,
-       student_email
+       last_seen_at, days_inactive, detected_at, catch_up, active_again_at,
+       student_name, student_email
 FROM read_parquet('{snapshots}/inactivity_alerts/*.parquet', union_by_name = true)
-QUALIFY row_number() OVER (PARTITION BY alert_id ORDER BY detected_at) = 1;
+QUALIFY row_number() OVER (PARTITION BY alert_id ORDER BY detected_at) = 1
+ORDER BY detected_at, alert_id;
 
--- Every attempt at delivering an alert to a school's URL, once each.
+-- Every attempt at delivering an alert to a school's URL, once each, in the
+-- order made.
 CREATE OR REPLACE VIEW alert_deliveries AS
 SELECT alert_id, team_id, attempt, attempted_at, status, error, delivered
 FROM read_parquet('{snapshots}/alert_deliveries/*.parquet', union_by_name = true)
-QUALIFY row_number() OVER (PARTITION BY alert_id, attempt, attempted_at) = 1;
+QUALIFY row_number() OVER (PARTITION BY alert_id, attempt, attempted_at) = 1
+ORDER BY attempted_at, alert_id, attempt;
 
 -- Every analysis below is a table macro <name>_at(as_of, ...) and a view
 -- <name>, the macro as of now(). as_of is a TIMESTAMPTZ. Days are UTC days
