@@ -87,6 +87,7 @@ class AlertChecker:
         self.rules = rules
         self.clock = clock
         self._partitions: dict[int, _Partition] = {}
+        self.last_check_us: int | None = None  # the clock at the last check
 
     def _partition(self, partition: int) -> _Partition:
         known = self._partitions.get(partition)
@@ -106,13 +107,13 @@ class AlertChecker:
             for known in self._partitions.values()
         )
 
-    def has_due(self, partition: int) -> bool:
+    def has_due(self, partition: int, now: int | None = None) -> bool:
         """Whether keys of the partition are due now: left by a check's limit,
         or held while history arrived."""
         known = self._partitions.get(partition)
         if known is None:
             return False
-        now = self.clock()
+        now = self.clock() if now is None else now
         return bool(known.held_courses or known.held_students) or any(
             deadline is not None and deadline <= now
             for deadline in (
@@ -198,7 +199,7 @@ class AlertChecker:
         known = self._partitions.get(partition)
         if known is None:
             return []
-        now = self.clock()
+        now = self.last_check_us = self.clock()
         alerts: list[Alert] = []
         kinds: tuple[tuple[dict, DeadlineIndex, Callable, Callable], ...] = (
             (known.held_courses, known.courses, courses, self._course_alerts),
@@ -234,6 +235,12 @@ class AlertChecker:
         if reactivation_due(state):
             assert state.alerted is not None and state.last_seen_at is not None
             absent_since, threshold = state.alerted[0], float(state.alerted[1])
+            if known.raised.get(key) == (
+                AlertKind.REACTIVATED,
+                absent_since,
+                threshold,
+            ):
+                return []  # raised already, not recorded yet
             back = state.first_seen_after(absent_since) or state.last_seen_at
             known.raised[key] = (AlertKind.REACTIVATED, absent_since, threshold)
             alert = Alert(
@@ -286,6 +293,8 @@ class AlertChecker:
         if registered is None or student.active or student.alerted == registered:
             return []
         days = self.rules.never_started_days(student.team_id)
+        if known.raised.get(key) == (AlertKind.NEVER_STARTED, registered, days):
+            return []  # raised already, not recorded yet
         if registered + round(days * DAY_US) > now:
             known.students.set(key, registered + round(days * DAY_US))
             return []
@@ -322,7 +331,8 @@ def _due(
             del held[key]
             keys.append(key)
     left = None if limit is None else limit - len(keys)
-    return keys + index.pop_due(now, left)
+    taken = set(keys)
+    return keys + [key for key in index.pop_due(now, left) if key not in taken]
 
 
 def _hold(

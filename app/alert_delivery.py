@@ -41,11 +41,14 @@ from producers.signature import SIGNATURE_HEADER, sign
 logger = logging.getLogger(__name__)
 
 RETRIED_STATUSES = frozenset({408, 429})
-# Alerts of one school delivered at once; alerts being delivered, beyond
-# which the deliverer stops fetching; how often attempts are written and
-# offsets committed; the wait before a failed deliverer starts again.
+# Alerts of one school delivered at once; alerts being delivered or waiting
+# for their school, beyond which the deliverer stops fetching (a school
+# that hangs with more alerts than that does hold the others up); records
+# fetched at once; how often attempts are written and offsets committed;
+# the wait before a failed deliverer starts again.
 PER_SCHOOL = 4
-MAX_IN_FLIGHT = 1_000
+MAX_IN_FLIGHT = 20_000
+FETCH_RECORDS = 500
 FLUSH_MS = 1_000
 RESTART_SECONDS = 5.0
 
@@ -197,13 +200,19 @@ class AlertDeliverer:
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            max_poll_records=FETCH_RECORDS,
         )
         timeout = aiohttp.ClientTimeout(total=settings.alerts_delivery_timeout_seconds)
+        # No shared connection limit: schools are limited one by one
+        # (PER_SCHOOL), so one that hangs cannot take a healthy one's slots.
+        connector = aiohttp.TCPConnector(limit=0)
         self._pending, self._fetched, self._committed = {}, {}, {}
         await consumer.start()
         try:
             consumer.subscribe([settings.alerts_topic], listener=_Revoked(self))
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with aiohttp.ClientSession(
+                timeout=timeout, connector=connector
+            ) as session:
                 while True:
                     assigned = consumer.assignment()
                     if self.in_flight() >= MAX_IN_FLIGHT:
@@ -216,6 +225,7 @@ class AlertDeliverer:
                     await self._flush(consumer)
         finally:
             self._cancel(list(self._pending))
+            self._write_attempts()  # what was attempted, even when stopping
             await consumer.stop()
 
     def _start(
@@ -243,14 +253,21 @@ class AlertDeliverer:
             alert.team_id, asyncio.Semaphore(PER_SCHOOL)
         )
         async with limit:
-            await deliver(
-                alert,
-                delivery,
-                session,
-                self.settings.alerts_delivery_attempts,
-                self.settings.alerts_delivery_first_wait_seconds,
-                on_attempt=self._record,
-            )
+            try:
+                await deliver(
+                    alert,
+                    delivery,
+                    session,
+                    self.settings.alerts_delivery_attempts,
+                    self.settings.alerts_delivery_first_wait_seconds,
+                    on_attempt=self._record,
+                )
+            except Exception as error:  # noqa: BLE001 - one alert, not the rest
+                logger.error(
+                    "Could not deliver alert %s (%s)",
+                    alert.alert_id,
+                    type(error).__name__,
+                )
 
     def _record(self, attempt: Attempt) -> None:
         # Not a bound append of the list: _flush replaces the list.
@@ -265,13 +282,7 @@ class AlertDeliverer:
         for pending in self._pending.values():
             for offset in [o for o, task in pending.items() if task.done()]:
                 del pending[offset]
-        attempts, self._attempts = self._attempts, []
-        if attempts:
-            stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
-            name = f"{self.group_id}-{os.getpid()}-{stamp}"
-            await asyncio.to_thread(
-                write_deliveries, self.settings.snapshot_dir, name, attempts
-            )
+        await asyncio.to_thread(self._write_attempts)
         offsets = {}
         for tp, fetched in self._fetched.items():
             pending = self._pending.get(tp)
@@ -285,6 +296,13 @@ class AlertDeliverer:
                 logger.info("Alert delivery commit deferred (%s)", type(error).__name__)
                 return
             self._committed.update(offsets)
+
+    def _write_attempts(self) -> None:
+        attempts, self._attempts = self._attempts, []
+        if attempts:
+            stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
+            name = f"{self.group_id}-{os.getpid()}-{stamp}"
+            write_deliveries(self.settings.snapshot_dir, name, attempts)
 
     def _cancel(self, partitions: list[TopicPartition]) -> None:
         """Give up these partitions' deliveries: their next owner makes them."""

@@ -259,7 +259,9 @@ class AlertMonitor:
                 hold_late=replaying,
             )
             del _alive
-            if catching_up and self.checker.has_due(partition):
+            # As of the check's own clock: a deadline passing since is live.
+            now = self.checker.last_check_us
+            if catching_up and self.checker.has_due(partition, now):
                 self._behind.add(partition)  # still catching up at the next check
             if alerts:
                 try:

@@ -193,7 +193,16 @@ class _AlertRecord(BaseModel):
     @field_validator("last_seen_at", "detected_at", "active_again_at", mode="before")
     @classmethod
     def _instant(cls, value: object) -> object:
-        return datetime.fromisoformat(value) if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        moment = datetime.fromisoformat(value)
+        try:  # what to_json and Parquet can write back: years 1970 to 9998
+            in_utc = moment.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ValueError("out of range") from None
+        if not 1970 <= in_utc.year <= 9998:
+            raise ValueError("out of range")
+        return moment
 
     @model_validator(mode="after")
     def _shape(self) -> _AlertRecord:

@@ -170,7 +170,9 @@ def _print_rows(title: str, columns: list[str], rows: list) -> None:
 
 def _cell(value: object) -> str:
     if isinstance(value, float):
-        return f"{value:.2f}"
+        # Two decimals, unless that would show a small value (a threshold
+        # of 0.001 days) as zero.
+        return f"{value:.2f}" if value == 0 or abs(value) >= 0.01 else f"{value:.2g}"
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
     return str(value)
@@ -442,7 +444,9 @@ def _alert_line(alert: object) -> str:
     if alert.threshold_days is not None:
         parts.append(f"threshold={alert.threshold_days:g}d")
     if days is not None:
-        parts.append(f"days_inactive={days:.1f}")
+        parts.append(
+            f"days_inactive={days:.1f}" if days >= 0.1 else f"days_inactive={days:.2g}"
+        )
     if alert.catch_up:
         parts.append("catch_up")
     return " ".join(parts)

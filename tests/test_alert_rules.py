@@ -485,6 +485,8 @@ def test_a_check_limit_leaves_the_rest_due_for_the_next_checks():
         {"detected_at": "Maria Silva maria@example.org"},
         {"kind": "maria@example.org"},
         {"alert_id": "maria@example.org"},
+        {"last_seen_at": "9999-12-31T23:59:59-10:00"},  # year 10000 in UTC
+        {"detected_at": "0001-01-01T00:00:00+14:00"},
     ],
 )
 def test_a_record_that_is_not_an_alert_is_refused_without_its_values(change):
@@ -526,6 +528,8 @@ def test_while_history_arrives_only_live_crossings_alert_the_rest_wait():
     assert _kinds(check(hold=True)) == [("live", "inactive", 7.0, False)]
     assert check(hold=True) == []  # the held ones stay held
     assert checked.checker.has_due(0)
+    checked.put(never)  # folded again meanwhile: in the index and held
+    checked.put(old)
     held = check(hold=False)
     assert sorted(_kinds(held)) == [
         ("never", "never_started", 3.0, True),
