@@ -33,7 +33,7 @@ from tenacity import (
 )
 
 from app.alert_records import write_deliveries
-from app.alerts import Alert
+from app.alerts import Alert, read_alert
 from engagement.alerts_config import AlertRules, Delivery
 from engagement.settings import Settings
 from producers.signature import SIGNATURE_HEADER, sign
@@ -236,10 +236,9 @@ class AlertDeliverer:
     ) -> None:
         pending = self._pending.setdefault(tp, {})
         for record in records:
-            try:
-                alert = Alert.from_json(record.value or b"")
-            except ValueError:
-                continue  # the worker's recorder logs it
+            alert = read_alert(record, log=False)  # the recorder logs it
+            if alert is None:
+                continue
             delivery = self.rules.delivery(alert.team_id)
             if delivery is not None:
                 task = asyncio.create_task(self._deliver(session, alert, delivery))

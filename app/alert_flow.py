@@ -37,8 +37,9 @@ from faust.types import TP
 
 from app.alert_checker import AlertChecker
 from app.alert_records import write_alerts
-from app.alerts import Alert, AlertKind
+from app.alerts import Alert, AlertKind, read_alert
 from app.folder import PartitionFolder, TableWrites, as_partition
+from app.rejected import batch_file_name
 from app.state import (
     CourseActivity,
     Student,
@@ -86,11 +87,6 @@ def recorded(alerted: list | None, alert: Alert) -> list | None:
     return alerted
 
 
-def _partition_file(tp: TP, records: Sequence[ConsumerRecord]) -> str:
-    first, last = records[0].offset, records[-1].offset
-    return f"partition-{tp.partition:04d}-{first:020d}-{last:020d}"
-
-
 class AlertRecorder:
     """The batch handler of the alerts topic: each alert recorded in its key."""
 
@@ -110,16 +106,8 @@ class AlertRecorder:
         changed_courses: list[CourseActivity] = []
         changed_students: list[Student] = []
         for record in records:
-            try:
-                alert = Alert.from_json(record.value or b"")
-            except ValueError as error:
-                logger.warning(
-                    "Skipped record %s[%d]@%d: %s",
-                    tp.topic,
-                    tp.partition,
-                    record.offset,
-                    error,
-                )
+            alert = read_alert(record)
+            if alert is None:
                 continue
             try:
                 if alert.kind is AlertKind.NEVER_STARTED:
@@ -149,7 +137,7 @@ class AlertRecorder:
         for student in changed_students:
             self.checker.observe_student(student)
         if alerts:
-            name = _partition_file(tp, records)
+            name = batch_file_name(tp, records)
             await asyncio.to_thread(write_alerts, self.snapshot_dir, name, alerts)
         producer = self.folder.app.producer
         sent = [await w.send(producer, tp.partition) for w in self.folder.writes]

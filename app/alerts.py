@@ -15,10 +15,11 @@ crash, by two workers) has one id, and consumers de-duplicate by it.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
@@ -30,6 +31,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+logger = logging.getLogger(__name__)
 
 ALERT_SCHEMA_VERSION = 1
 DAY_US = 86_400_000_000
@@ -149,6 +152,23 @@ class Alert:
         if alert.alert_id != record.alert_id:
             raise ValueError("not an alert of version 1: alert_id does not match")
         return alert
+
+
+def read_alert(record: Any, log: bool = True) -> Alert | None:
+    """The alert a record of the alerts topic holds; None, logged (with the
+    record's place, never its values) unless ``log`` is False, if none."""
+    try:
+        return Alert.from_json(record.value or b"")
+    except ValueError as error:
+        if log:
+            logger.warning(
+                "Skipped %s[%d]@%d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                error,
+            )
+        return None
 
 
 def _iso(instant_us: int | None) -> str | None:

@@ -26,6 +26,13 @@ from analytics.snapshots import write_file
 TABLE = "rejected_events"
 
 
+def batch_file_name(tp: TP, records: Sequence[ConsumerRecord]) -> str:
+    """The name of the file a batch handler writes for ``records`` of ``tp``:
+    the same batch read again after a crash gets the same name."""
+    first, last = records[0].offset, records[-1].offset
+    return f"partition-{tp.partition:04d}-{first:020d}-{last:020d}"
+
+
 def _header(headers: dict[str, bytes], name: str) -> str | None:
     value = headers.get(name)
     return None if value is None else value.decode(errors="replace")
@@ -58,11 +65,7 @@ class RejectedRecorder:
         self.directory = snapshot_dir / TABLE
 
     async def fold(self, tp: TP, records: Sequence[ConsumerRecord]) -> Awaitable[Any]:
-        first, last = records[0].offset, records[-1].offset
-        path = (
-            self.directory
-            / f"partition-{tp.partition:04d}-{first:020d}-{last:020d}.parquet"
-        )
+        path = self.directory / f"{batch_file_name(tp, records)}.parquet"
         await asyncio.to_thread(write_file, path, rejected_rows(records), True)
         written = asyncio.get_running_loop().create_future()
         written.set_result(None)

@@ -8,16 +8,13 @@ once, so an alert raised again after a crash is printed once (by alert_id).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer
 
-from app.alerts import Alert
+from app.alerts import Alert, read_alert
 from engagement.errors import EngagementError
 from engagement.kafka import topic_partitions
-
-logger = logging.getLogger(__name__)
 
 
 class NoAlertsTopic(EngagementError):
@@ -48,16 +45,8 @@ async def tail_alerts(
         def fresh(records: list) -> list[Alert]:
             alerts = []
             for record in records:
-                try:
-                    alert = Alert.from_json(record.value or b"")
-                except ValueError as error:
-                    logger.warning(
-                        "Skipped %s[%d]@%d: %s",
-                        topic,
-                        record.partition,
-                        record.offset,
-                        error,
-                    )
+                alert = read_alert(record)
+                if alert is None:
                     continue
                 if alert.alert_id not in seen:
                     seen.add(alert.alert_id)
