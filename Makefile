@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint run broker-start broker-stop clean
+.PHONY: install demo test lint run dashboard browser broker-start broker-stop clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,18 @@ lint: install
 
 run: install
 	$(BIN)/engagement run
+
+dashboard: install
+	$(BIN)/engagement dashboard
+
+# Chromium and its WebDriver, for the dashboard's browser test (Debian, as root).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "chromium and chromedriver are installed"; \
+	else \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
 
 broker-start: install
 	$(BIN)/engagement broker start

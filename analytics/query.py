@@ -77,10 +77,10 @@ def read_view(
         with connect_readonly(db_path) as connection:
             return connection.sql(sql, params=parameters).to_arrow_table()
     except duckdb.Error as error:
-        raise QueryError(_explain(db_path, error)) from None
+        raise QueryError(explain(db_path, error)) from None
 
 
-def _explain(db_path: Path, error: duckdb.Error) -> str:
+def explain(db_path: Path, error: duckdb.Error) -> str:
     """What a DuckDB failure means for someone querying the engagement database."""
     text = str(error).splitlines()[0]
     if isinstance(error, duckdb.CatalogException):

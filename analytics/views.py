@@ -17,6 +17,7 @@ VIEWS = {
     view.name: view
     for view in (
         View("churn_risk", has_course=True),
+        View("risk_bands", has_course=True),
         View("inactive_students", has_course=True),
         View("never_started", has_course=False),
         View("daily_active", has_course=True),

@@ -422,6 +422,33 @@ def export(
     stderr.print(f"{table.num_rows} rows of {name} written to {output} ({file_format})")
 
 
+@cli.command()
+def dashboard(
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port to listen on. Default: 8050."),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address to bind. Default: 127.0.0.1; the page shows students' "
+            "names and e-mails."
+        ),
+    ] = None,
+    duckdb: Database = None,
+) -> None:
+    """Serve the engagement dashboard over the analysis views."""
+    from analytics.dashboard.server import serve
+
+    configure_logging()
+    settings = Settings()
+    serve(
+        duckdb or settings.duckdb_path,
+        host or settings.dashboard_host,
+        port or settings.dashboard_port,
+    )
+
+
 class AlertFormat(StrEnum):
     text = "text"
     json = "json"

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     worker_data_dir: Path = Path("var/worker")
     worker_web_host: str = "127.0.0.1"
     worker_web_port: int = Field(default=6066, ge=1, le=65535)
+    # The dashboard shows names and e-mails: loopback unless told otherwise.
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8050, ge=1, le=65535)
 
     # Inactivity alerts: the thresholds and deliveries file (engagement.alerts_config
     # documents it; unset means the defaults and no delivery), how often the

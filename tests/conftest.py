@@ -43,6 +43,26 @@ def kafka_bootstrap() -> Iterator[str]:
         yield bootstrap
 
 
+@pytest.fixture(scope="session")
+def stream_database(
+    fixtures_dir: Path, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], Path]:
+    """The database the demo writes for a shared stream, made once a session."""
+    from engagement.demo import run_demo
+
+    made: dict[str, Path] = {}
+
+    def database(name: str) -> Path:
+        if name not in made:
+            db_path = tmp_path_factory.mktemp("streams") / "engagement.duckdb"
+            settings = Settings(kafka_bootstrap_servers=kafka_bootstrap)
+            run_demo(settings, fixtures_dir / name, db_path, None)
+            made[name] = db_path
+        return made[name]
+
+    return database
+
+
 @pytest.fixture
 def unique_name() -> str:
     return f"test-{secrets.token_hex(4)}"

@@ -21,8 +21,6 @@ import pytest
 
 from analytics.catalog import connect_readonly
 from analytics.query import QueryError
-from engagement.demo import run_demo
-from engagement.settings import Settings
 from tests.expected import (
     expected_activity,
     expected_daily,
@@ -37,6 +35,7 @@ DAY = timedelta(days=1)
 STREAMS = ["alpaclass-sample.jsonl", "alpaclass-tricky.jsonl"]
 VIEWS = [
     "churn_risk",
+    "risk_bands",
     "inactive_students",
     "never_started",
     "daily_active",
@@ -76,11 +75,9 @@ class Stream:
 
 
 @pytest.fixture(scope="module", params=STREAMS)
-def stream(request, fixtures_dir, kafka_bootstrap, tmp_path_factory) -> Stream:
-    path = fixtures_dir / request.param
-    db_path = tmp_path_factory.mktemp("views") / "engagement.duckdb"
-    run_demo(Settings(kafka_bootstrap_servers=kafka_bootstrap), path, db_path, AS_OF)
-    return Stream(load_documents(path), db_path)
+def stream(request, fixtures_dir, stream_database) -> Stream:
+    db_path = stream_database(request.param)
+    return Stream(load_documents(fixtures_dir / request.param), db_path)
 
 
 def _start(day: date) -> datetime:
@@ -212,6 +209,36 @@ def test_churn_risk_as_of_a_past_time_leaves_out_later_keys(stream):
         since = max((past - stream.activity[key].last_seen_at).total_seconds(), 0)
         assert row["days_since_last_seen"] == pytest.approx(since / 86_400, abs=1e-9)
         assert 0 <= row["risk_score"] <= 100
+
+
+def _band(since: float, onboarding: bool) -> str:
+    if onboarding:
+        return "onboarding"
+    for band, below in (("active", 7), ("cooling", 14), ("at_risk", 30)):
+        if since < below:
+            return band
+    return "churned"
+
+
+def test_risk_bands_count_churn_risk_bands_week_by_week(stream):
+    got = {
+        (r["team_id"], r["course_id"], r["point_at"], r["risk_band"]): r["keys"]
+        for r in stream.rows("SELECT * FROM risk_bands_at(?, weeks := 6)", AS_OF)
+    }
+
+    want: dict[tuple, int] = defaultdict(int)
+    for back in range(6):
+        point = AS_OF - back * 7 * DAY
+        for (team, student, course), state in stream.activity.items():
+            if state.course_finished or state.first_seen_at > point:
+                continue
+            since = max((point - state.last_seen_at).total_seconds(), 0) / 86_400
+            registered = stream.students.get((team, student))
+            created = registered.created_at if registered else None
+            onboarding = created is not None and point - 7 * DAY < created <= point
+            want[team, course, point, _band(since, onboarding)] += 1
+    assert got == dict(want)
+    assert len({key[2] for key in got}) == 6
 
 
 @pytest.mark.parametrize("min_days", [7, 14])

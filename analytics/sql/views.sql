@@ -55,6 +55,15 @@ CREATE OR REPLACE MACRO engagement_utc_day(instant) AS
 CREATE OR REPLACE MACRO engagement_week(day) AS
     CAST(day AS DATE) - CAST(isodow(CAST(day AS DATE)) - 1 AS INTEGER);
 
+-- The band of an unfinished key: onboarding, else by days since last seen.
+CREATE OR REPLACE MACRO engagement_risk_band(
+    days_since_last_seen, onboarding, cooling, at_risk, churned) AS
+    CASE WHEN onboarding THEN 'onboarding'
+         WHEN days_since_last_seen < cooling THEN 'active'
+         WHEN days_since_last_seen < at_risk THEN 'cooling'
+         WHEN days_since_last_seen < churned THEN 'at_risk'
+         ELSE 'churned' END;
+
 -- Each unfinished (team, student, course), with how recently and how often
 -- it was active, and a risk score from 0 (thriving) to 100 (gone):
 --
@@ -133,11 +142,8 @@ banded AS (
                   + 0.2 * CASE WHEN active_days_28 = 0 THEN 1
                                ELSE greatest(-trend, 0) END
                   + 0.1 * (1 - coalesce(progress, 0))) AS risk_score,
-           CASE WHEN onboarding THEN 'onboarding'
-                WHEN days_since_last_seen < cooling THEN 'active'
-                WHEN days_since_last_seen < at_risk THEN 'cooling'
-                WHEN days_since_last_seen < churned THEN 'at_risk'
-                ELSE 'churned' END AS risk_band
+           engagement_risk_band(days_since_last_seen, onboarding,
+                                cooling, at_risk, churned) AS risk_band
     FROM scored
 )
 SELECT team_id, student_id, course_id, student_name, student_email, course_name,
@@ -160,6 +166,40 @@ ORDER BY risk_score DESC, team_id, student_id, course_id;
 
 CREATE OR REPLACE VIEW churn_risk AS
 SELECT * FROM churn_risk_at(now());
+
+-- Per team and course, how many keys churn_risk_at puts in each risk band,
+-- as of `weeks` instants a week apart (point_at), the last one as_of: the same keys and
+-- bands as churn_risk_at(point) at each point, without scoring them (a band
+-- needs only the last-seen and registration times), so one pass over the
+-- state serves every point. As approximate for the past as churn_risk_at.
+CREATE OR REPLACE MACRO risk_bands_at(as_of, weeks := 13, cooling := 7, at_risk := 14, churned := 30) AS TABLE
+WITH points AS (
+    SELECT engagement_as_of_us(as_of) - back * 7 * 86400000000 AS point_us
+    FROM range(0, CASE WHEN weeks BETWEEN 1 AND 520 THEN weeks
+                       ELSE error('risk_bands_at: weeks must be between 1 and 520')
+                  END) AS t(back)
+),
+keys AS (
+    SELECT a.team_id, a.course_id, epoch_us(a.first_seen_at) AS first_seen_us,
+           epoch_us(a.last_seen_at) AS last_seen_us, epoch_us(s.created_at) AS created_us
+    FROM student_course_activity AS a
+    LEFT JOIN students AS s USING (team_id, student_id)
+    WHERE NOT a.course_finished AND a.last_seen_at IS NOT NULL
+)
+SELECT k.team_id, k.course_id, make_timestamptz(p.point_us) AS point_at,
+       engagement_risk_band(
+           greatest(p.point_us - k.last_seen_us, 0) / 86400e6,
+           coalesce(k.created_us > p.point_us - 7 * 86400000000
+                    AND k.created_us <= p.point_us, false),
+           cooling, at_risk, churned) AS risk_band,
+       count(*) AS keys
+FROM keys AS k, points AS p
+WHERE k.first_seen_us <= p.point_us
+GROUP BY ALL
+ORDER BY k.team_id, point_at, k.course_id, risk_band;
+
+CREATE OR REPLACE VIEW risk_bands AS
+SELECT * FROM risk_bands_at(now());
 
 -- Unfinished (team, student, course) not seen for at least min_days.
 CREATE OR REPLACE MACRO inactive_students_at(as_of, min_days := 7) AS TABLE

@@ -1,0 +1,1 @@
+"""The engagement dashboard: the analysis views as a page in a browser."""

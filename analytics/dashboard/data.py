@@ -1,0 +1,359 @@
+"""What the dashboard shows, read from the analysis views.
+
+Every number here is a view's, asked as of one instant for one school (and,
+where the view has courses, one course): the page adds nothing of its own to
+the definitions, so what an operator sees is what an analyst's query gives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import duckdb
+
+DAY = timedelta(days=1)
+# The daily plot covers 90 days; its 7-day line needs the 6 days before them.
+DAILY_DAYS = 90
+ROLLING_DAYS = 7
+RISK_WEEKS = 13
+RISK_BANDS = ("onboarding", "active", "cooling", "at_risk", "churned")
+AT_RISK_BANDS = ("at_risk", "churned")
+COHORT_WEEKS = 12
+FUNNEL_COURSES = 6
+FUNNEL_STAGES = (
+    ("started", "Started"),
+    ("finished_a_lesson", "Finished a lesson"),
+    ("finished_a_module", "Finished a module"),
+    ("finished_course", "Finished the course"),
+    ("accessed_certificate", "Opened the certificate"),
+)
+# The columns of the at-risk list and of its CSV, in order.
+AT_RISK_COLUMNS = (
+    "student_name",
+    "student_email",
+    "course_name",
+    "days_since_last_seen",
+    "trend",
+    "progress",
+    "risk_score",
+    "risk_band",
+    "reasons",
+    "last_seen_at",
+    "student_id",
+    "course_id",
+)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One school, optionally one of its courses, as of one instant."""
+
+    team: str
+    course: str | None
+    as_of: datetime
+
+    @property
+    def last_day(self) -> date:
+        """The day the daily counts end on: the one under way at ``as_of``."""
+        moment = self.as_of.astimezone(UTC)
+        midnight = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        return moment.date() if moment > midnight else moment.date() - DAY
+
+
+@dataclass(frozen=True)
+class Headline:
+    active_today: int
+    active_7d: int
+    active_28d: int
+    stickiness: float | None
+    at_risk: int
+    alerts_7d: int
+
+
+@dataclass
+class Dashboard:
+    selection: Selection
+    headline: Headline
+    daily: list[tuple[date, int, float]]
+    risk_bands: list[tuple[date, dict[str, int]]]
+    cohorts: list[dict[str, Any]]
+    funnel: list[dict[str, Any]]
+    at_risk: list[dict[str, Any]]
+    at_risk_total: int
+    alerts: list[dict[str, Any]]
+    alert_kinds: dict[str, int] = field(default_factory=dict)
+
+
+def _rows(
+    connection: duckdb.DuckDBPyConnection, sql: str, parameters: list
+) -> list[dict[str, Any]]:
+    cursor = connection.execute(sql, parameters)
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _course_filter(selection: Selection, parameters: list) -> str:
+    if selection.course is None:
+        return ""
+    parameters.append(selection.course)
+    return " AND course_id = ?"
+
+
+def schools(connection: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """(team id, name) of every school in the state, by name."""
+    rows = connection.execute(
+        """
+        SELECT team_id, coalesce(max(team_name), team_id) AS name
+        FROM (SELECT team_id, team_name FROM student_course_activity
+              UNION ALL
+              SELECT team_id, NULL FROM students)
+        GROUP BY team_id
+        ORDER BY lower(name), team_id
+        """
+    ).fetchall()
+    return [(team, name) for team, name in rows]
+
+
+def courses(connection: duckdb.DuckDBPyConnection, team: str) -> list[tuple[str, str]]:
+    """(course id, name) of a school's courses, by name."""
+    rows = connection.execute(
+        """
+        SELECT course_id, coalesce(arg_max(course_name, last_seen_at), course_id)
+        FROM student_course_activity
+        WHERE team_id = ?
+        GROUP BY course_id
+        """,
+        [team],
+    ).fetchall()
+    return sorted(((course, name) for course, name in rows), key=_by_name)
+
+
+def _by_name(item: tuple[str, str]) -> tuple[str, str]:
+    return (item[1].lower(), item[0])
+
+
+def headline(connection: duckdb.DuckDBPyConnection, selection: Selection) -> Headline:
+    parameters: list = [selection.as_of, selection.team]
+    if selection.course is None:
+        course_sql = " AND course_id IS NULL"
+    else:
+        course_sql = _course_filter(selection, parameters)
+    parameters.append(selection.last_day)
+    day = connection.execute(
+        "SELECT active_students, active_students_7d, active_students_28d, stickiness"
+        " FROM daily_active_at(?, days := 1) WHERE team_id = ?"
+        + course_sql
+        + " AND day = ?",
+        parameters,
+    ).fetchone()
+
+    parameters = [selection.as_of, selection.team, *AT_RISK_BANDS]
+    course_sql = _course_filter(selection, parameters)
+    (at_risk,) = connection.execute(
+        "SELECT count(DISTINCT student_id) FROM churn_risk_at(?)"
+        " WHERE team_id = ? AND risk_band IN (?, ?)" + course_sql,
+        parameters,
+    ).fetchone()
+
+    (alerts,) = connection.execute(
+        "SELECT count(*) FROM (" + _alerts_sql(selection, []) + ")",
+        _alerts_parameters(selection, selection.as_of - 7 * DAY),
+    ).fetchone()
+
+    if day is None:  # nobody active in the 28 days: the view has no row
+        return Headline(0, 0, 0, None, at_risk, alerts)
+    return Headline(day[0], day[1], day[2], day[3], at_risk, alerts)
+
+
+def _alerts_sql(selection: Selection, columns: list[str]) -> str:
+    chosen = ", ".join(columns) if columns else "alert_id"
+    sql = (
+        f"SELECT {chosen} FROM inactivity_alerts"
+        " WHERE team_id = ? AND detected_at >= ? AND detected_at < ?"
+    )
+    if selection.course is not None:
+        sql += " AND course_id = ?"
+    return sql
+
+
+def _alerts_parameters(selection: Selection, since: datetime) -> list:
+    parameters: list = [selection.team, since, selection.as_of]
+    if selection.course is not None:
+        parameters.append(selection.course)
+    return parameters
+
+
+def daily_active(
+    connection: duckdb.DuckDBPyConnection, selection: Selection
+) -> list[tuple[date, int, float]]:
+    """(day, students active, mean of the 7 days ending then) for 90 days."""
+    span = DAILY_DAYS + ROLLING_DAYS - 1
+    parameters: list = [selection.as_of, span, selection.team]
+    if selection.course is None:
+        course_sql = " AND course_id IS NULL"
+    else:
+        course_sql = _course_filter(selection, parameters)
+    counts = dict(
+        connection.execute(
+            "SELECT day, active_students FROM daily_active_at(?, days := ?)"
+            " WHERE team_id = ?" + course_sql,
+            parameters,
+        ).fetchall()
+    )
+
+    # Days nobody was active in the 28 days ending then have no row: 0.
+    days = [selection.last_day - back * DAY for back in range(span - 1, -1, -1)]
+    values = [counts.get(day, 0) for day in days]
+    series = []
+    for index in range(ROLLING_DAYS - 1, span):
+        window = values[index - ROLLING_DAYS + 1 : index + 1]
+        series.append((days[index], values[index], sum(window) / ROLLING_DAYS))
+    return series
+
+
+def risk_bands(
+    connection: duckdb.DuckDBPyConnection, selection: Selection
+) -> list[tuple[date, dict[str, int]]]:
+    """Student-course pairs per risk band, weekly for 13 weeks up to ``as_of``.
+
+    Each point is churn_risk's as of that instant (risk_bands_at), so like
+    the view it is approximate for the past.
+    """
+    parameters: list = [selection.as_of, RISK_WEEKS, selection.team]
+    course_sql = _course_filter(selection, parameters)
+    counts: dict[datetime, dict[str, int]] = {}
+    for point, band, keys in connection.execute(
+        "SELECT point_at, risk_band, sum(keys) FROM risk_bands_at(?, weeks := ?)"
+        " WHERE team_id = ?" + course_sql + " GROUP BY point_at, risk_band",
+        parameters,
+    ).fetchall():
+        counts.setdefault(point, {})[band] = int(keys)
+
+    points = []
+    for back in range(RISK_WEEKS - 1, -1, -1):
+        moment = selection.as_of - back * 7 * DAY
+        found = counts.get(moment, {})
+        day = Selection(selection.team, selection.course, moment).last_day
+        points.append((day, {band: found.get(band, 0) for band in RISK_BANDS}))
+    return points
+
+
+def cohorts(
+    connection: duckdb.DuckDBPyConnection, selection: Selection
+) -> list[dict[str, Any]]:
+    """cohort_retention for the school's last 12 registration weeks."""
+    return _rows(
+        connection,
+        """
+        WITH cohorts AS (
+            SELECT * FROM cohort_retention_at(?) WHERE team_id = ?
+        ),
+        latest AS (
+            SELECT DISTINCT cohort_week FROM cohorts
+            ORDER BY cohort_week DESC LIMIT ?
+        )
+        SELECT cohort_week, weeks_since_registration, cohort_size,
+               active_students, share_active
+        FROM cohorts SEMI JOIN latest USING (cohort_week)
+        ORDER BY cohort_week, weeks_since_registration
+        """,
+        [selection.as_of, selection.team, COHORT_WEEKS],
+    )
+
+
+def funnel(
+    connection: duckdb.DuckDBPyConnection, selection: Selection
+) -> list[dict[str, Any]]:
+    """course_funnel for the course chosen, else the 6 most started."""
+    parameters: list = [selection.as_of, selection.team]
+    course_sql = _course_filter(selection, parameters)
+    parameters.append(FUNNEL_COURSES)
+    return _rows(
+        connection,
+        "SELECT * FROM course_funnel_at(?) WHERE team_id = ?"
+        + course_sql
+        + " ORDER BY started DESC, course_id LIMIT ?",
+        parameters,
+    )
+
+
+def at_risk_rows(
+    connection: duckdb.DuckDBPyConnection,
+    selection: Selection,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """The top of churn_risk: its order, its columns for the list."""
+    parameters: list = [selection.as_of, selection.team]
+    course_sql = _course_filter(selection, parameters)
+    sql = (
+        f"SELECT {', '.join(AT_RISK_COLUMNS)} FROM churn_risk_at(?)"
+        " WHERE team_id = ?" + course_sql
+    )
+    sql += " ORDER BY risk_score DESC, team_id, student_id, course_id"
+    if limit is not None:
+        sql += " LIMIT ?"
+        parameters.append(limit)
+    return _rows(connection, sql, parameters)
+
+
+def recent_alerts(
+    connection: duckdb.DuckDBPyConnection, selection: Selection, limit: int = 20
+) -> list[dict[str, Any]]:
+    """The school's latest alerts detected before ``as_of``, newest first."""
+    columns = [
+        "alert_id",
+        "kind",
+        "detected_at",
+        "student_name",
+        "course_id",
+        "threshold_days",
+        "days_inactive",
+        "last_seen_at",
+        "active_again_at",
+        "catch_up",
+    ]
+    sql = _alerts_sql(selection, columns)
+    sql += " ORDER BY detected_at DESC, alert_id LIMIT ?"
+    parameters = _alerts_parameters(selection, datetime(1970, 1, 1, tzinfo=UTC))
+    return _rows(connection, sql, [*parameters, limit])
+
+
+def alert_kinds(
+    connection: duckdb.DuckDBPyConnection, selection: Selection
+) -> dict[str, int]:
+    """Alerts of the last 7 days before ``as_of`` by kind."""
+    sql = _alerts_sql(selection, ["kind"])
+    rows = connection.execute(
+        f"SELECT kind, count(*) FROM ({sql}) GROUP BY kind ORDER BY kind",
+        _alerts_parameters(selection, selection.as_of - 7 * DAY),
+    ).fetchall()
+    return dict(rows)
+
+
+def load(
+    connection: duckdb.DuckDBPyConnection,
+    selection: Selection,
+    list_rows: int,
+    alert_rows: int,
+) -> Dashboard:
+    """Everything the page shows for one selection."""
+    parameters: list = [selection.as_of, selection.team]
+    course_sql = _course_filter(selection, parameters)
+    (total,) = connection.execute(
+        "SELECT count(*) FROM churn_risk_at(?) WHERE team_id = ?" + course_sql,
+        parameters,
+    ).fetchone()
+    return Dashboard(
+        selection=selection,
+        headline=headline(connection, selection),
+        daily=daily_active(connection, selection),
+        risk_bands=risk_bands(connection, selection),
+        cohorts=cohorts(connection, selection),
+        funnel=funnel(connection, selection),
+        at_risk=at_risk_rows(connection, selection, list_rows),
+        at_risk_total=total,
+        alerts=recent_alerts(connection, selection, alert_rows),
+        alert_kinds=alert_kinds(connection, selection),
+    )

@@ -1,0 +1,390 @@
+"""``engagement dashboard``: the analysis views as a page in a browser.
+
+Each request opens the database read-only, as analysts do, and closes it when
+the page is built: the worker replaces the file by renaming a new one over it,
+so the next request reads the next snapshot and no reader ever holds the
+worker back. The page asks ``/version`` now and then and reloads itself when
+the file has been replaced.
+
+The page shows students' names and e-mails, so the server binds to the
+loopback address unless told otherwise, and no response is cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import ipaddress
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import duckdb
+import plotly.io
+from aiohttp import web
+from jinja2 import Environment, PackageLoader, select_autoescape
+from plotly.offline import get_plotlyjs
+
+from analytics.catalog import connect_readonly
+from analytics.dashboard import data, figures
+from analytics.query import explain
+
+logger = logging.getLogger(__name__)
+
+LIST_ROWS = 50
+ALERT_ROWS = 20
+# Pages built at once: each runs a dozen queries on DuckDB's own threads.
+CONCURRENT_PAGES = 2
+REFRESH_SECONDS = 10
+# A spreadsheet runs a cell that starts with one of these as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';"
+        " img-src 'self' data:; frame-ancestors 'none'"
+    ),
+}
+TREND_STEADY = 0.1
+
+
+class PageError(Exception):
+    """A request the page cannot answer; the message says why, for the page."""
+
+    def __init__(
+        self, status: int, message: str, choices: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.choices = choices or {}  # what the pickers can still offer
+
+
+@dataclass(frozen=True)
+class Request:
+    school: str | None
+    course: str | None
+    as_of: datetime | None  # None: now
+
+    @classmethod
+    def parse(cls, query: Any) -> Request:
+        return cls(
+            school=query.get("school") or None,
+            course=query.get("course") or None,
+            as_of=parse_as_of(query.get("as_of") or None),
+        )
+
+
+def parse_as_of(value: str | None) -> datetime | None:
+    """A date (its midnight, UTC) or an ISO 8601 instant; None for now."""
+    if value is None:
+        return None
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            day = date.fromisoformat(value)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise PageError(
+            400,
+            f"{value[:40]!r} is not a date: give one as 2026-12-01 "
+            "(or an instant, 2026-12-01T12:00:00Z).",
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def database_version(db_path: Path) -> str:
+    """Changes whenever the worker renames a new database over the old."""
+    try:
+        stat = db_path.stat()
+    except OSError:
+        return "missing"
+    return f"{stat.st_ino}-{stat.st_mtime_ns}-{stat.st_size}"
+
+
+@cache
+def _plotly_js() -> bytes:
+    return get_plotlyjs().encode()
+
+
+@cache
+def _environment() -> Environment:
+    environment = Environment(
+        loader=PackageLoader("analytics.dashboard", "templates"),
+        autoescape=select_autoescape(default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters.update(
+        number=format_number,
+        percent=format_percent,
+        instant=format_instant,
+        trend=format_trend,
+        days=format_days,
+    )
+    return environment
+
+
+def format_number(value: float | None, digits: int = 0) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def format_percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def format_days(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def format_instant(value: datetime | None) -> str:
+    return "–" if value is None else f"{value.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def format_trend(value: float | None) -> str:
+    """churn_risk's trend in words: down or up by how much, or steady."""
+    if value is None:
+        return "–"
+    if abs(value) < TREND_STEADY:
+        return "steady"
+    return f"{'down' if value < 0 else 'up'} {abs(value):.0%}"
+
+
+class Dashboard:
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self.pages = asyncio.Semaphore(CONCURRENT_PAGES)
+
+    async def page(self, request: web.Request) -> web.Response:
+        status, html = await self._build(request, self._page)
+        return web.Response(
+            text=html, status=status, content_type="text/html", headers=_headers()
+        )
+
+    async def at_risk_csv(self, request: web.Request) -> web.Response:
+        status, body, name = await self._build(request, self._csv)
+        if status != 200:
+            return web.Response(text=body, status=status, headers=_headers())
+        return web.Response(
+            text=body,
+            content_type="text/csv",
+            charset="utf-8",
+            headers=_headers({"Content-Disposition": f'attachment; filename="{name}"'}),
+        )
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"version": database_version(self.db_path)}, headers=_headers()
+        )
+
+    async def plotly_js(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=_plotly_js(),
+            content_type="application/javascript",
+            charset="utf-8",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
+    async def _build(self, request: web.Request, build: Any) -> Any:
+        async with self.pages:
+            return await asyncio.to_thread(build, request.query)
+
+    def _page(self, query: Any) -> tuple[int, str]:
+        version = database_version(self.db_path)
+        context: dict[str, Any] = {
+            "version": version,
+            "refresh_seconds": REFRESH_SECONDS,
+            "db_path": str(self.db_path),
+        }
+        try:
+            wanted = Request.parse(query)
+            context["as_of_value"] = _as_of_value(wanted.as_of)
+            context.update(self._dashboard(wanted))
+            status = 200
+        except PageError as error:
+            context.update(error.choices, error=str(error))
+            status = error.status
+        return status, render_page(context)
+
+    def _dashboard(self, wanted: Request) -> dict[str, Any]:
+        with self._connect() as connection:
+            try:
+                selection, choices = _select(connection, wanted)
+                dashboard = data.load(connection, selection, LIST_ROWS, ALERT_ROWS)
+            except duckdb.Error as error:
+                raise PageError(500, explain(self.db_path, error)) from None
+        return page_context(dashboard, choices, wanted.as_of)
+
+    def _csv(self, query: Any) -> tuple[int, str, str]:
+        try:
+            wanted = Request.parse(query)
+            with self._connect() as connection:
+                try:
+                    selection, _ = _select(connection, wanted)
+                    rows = data.at_risk_rows(connection, selection)
+                except duckdb.Error as error:
+                    raise PageError(500, explain(self.db_path, error)) from None
+        except PageError as error:
+            return error.status, str(error), ""
+        return 200, at_risk_csv(rows), _csv_name(selection)
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        if not self.db_path.is_file():
+            raise PageError(
+                503,
+                f"{self.db_path} does not exist yet: the worker writes it at its "
+                "first snapshot, and this page shows it as soon as it does.",
+            )
+        try:
+            return connect_readonly(self.db_path)
+        except duckdb.Error as error:
+            raise PageError(500, explain(self.db_path, error)) from None
+
+
+def page_context(
+    dashboard: data.Dashboard, choices: dict[str, Any], as_of: datetime | None
+) -> dict[str, Any]:
+    """What page.html needs besides the pickers' choices."""
+    charts = {
+        name: plotly.io.to_json(figure, validate=False)
+        for name, figure in figures.all_figures(dashboard).items()
+    }
+    return {
+        **choices,
+        "dashboard": dashboard,
+        "charts": charts,
+        "headline": dashboard.headline,
+        "csv_query": _query_string(dashboard.selection, as_of),
+    }
+
+
+def render_page(context: dict[str, Any]) -> str:
+    return _environment().get_template("page.html").render(context)
+
+
+def _select(
+    connection: duckdb.DuckDBPyConnection, wanted: Request
+) -> tuple[data.Selection, dict[str, Any]]:
+    """The selection a request asks for, with the choices the pickers offer."""
+    schools = data.schools(connection)
+    if not schools:
+        raise PageError(
+            503,
+            "The database has no school yet: the worker has not snapshotted "
+            "any event. This page reloads when it does.",
+        )
+    team = wanted.school or schools[0][0]
+    if team not in dict(schools):
+        raise PageError(
+            404,
+            f"No school {team[:64]!r} in the database: pick one above.",
+            {"schools": schools},
+        )
+    courses = data.courses(connection, team)
+    notice = None
+    course = wanted.course
+    if course is not None and course not in dict(courses):
+        notice = "That course is not one of this school's: showing all its courses."
+        course = None
+    as_of = wanted.as_of or datetime.now(UTC)
+    choices = {
+        "schools": schools,
+        "courses": courses,
+        "course_names": dict(courses),
+        "school": team,
+        "school_name": dict(schools)[team],
+        "course": course,
+        "course_name": dict(courses).get(course) if course else None,
+        "notice": notice,
+        "as_of": as_of,
+        "as_of_is_now": wanted.as_of is None,
+    }
+    return data.Selection(team, course, as_of), choices
+
+
+def _as_of_value(as_of: datetime | None) -> str:
+    return "" if as_of is None else as_of.astimezone(UTC).date().isoformat()
+
+
+def _query_string(selection: data.Selection, as_of: datetime | None) -> str:
+    query = {"school": selection.team}
+    if selection.course is not None:
+        query["course"] = selection.course
+    if as_of is not None:
+        query["as_of"] = as_of.isoformat()
+    return urlencode(query)
+
+
+def _csv_name(selection: data.Selection) -> str:
+    school = re.sub(r"[^A-Za-z0-9_-]", "_", selection.team)[:40]
+    return f"at-risk-{school}-{selection.last_day.isoformat()}.csv"
+
+
+def at_risk_csv(rows: list[dict[str, Any]]) -> str:
+    """The at-risk rows as CSV, cells that a spreadsheet would run made text."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(data.AT_RISK_COLUMNS)
+    for row in rows:
+        writer.writerow(_csv_cell(row[column]) for column in data.AT_RISK_COLUMNS)
+    return out.getvalue()
+
+
+def _csv_cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def _headers(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**SECURITY_HEADERS, **(extra or {})}
+
+
+def create_app(db_path: Path) -> web.Application:
+    dashboard = Dashboard(db_path)
+    app = web.Application()
+    app.router.add_get("/", dashboard.page)
+    app.router.add_get("/at-risk.csv", dashboard.at_risk_csv)
+    app.router.add_get("/version", dashboard.version)
+    app.router.add_get("/static/plotly.min.js", dashboard.plotly_js)
+    static = resources.files("analytics.dashboard").joinpath("static")
+    app.router.add_static("/static/", Path(str(static)), append_version=False)
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(db_path: Path, host: str, port: int) -> None:
+    if not is_loopback(host):
+        logger.warning(
+            "The dashboard shows students' names and e-mails, and %s is not a "
+            "loopback address: other machines can read it",
+            host,
+        )
+    logger.info("Dashboard of %s at http://%s:%d/", db_path, host, port)
+    web.run_app(
+        create_app(db_path),
+        host=host,
+        port=port,
+        access_log=None,
+        print=None,
+    )
