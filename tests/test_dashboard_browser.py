@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from analytics.catalog import connect_readonly
+from analytics.catalog import connect_readonly, write_catalog
+from analytics.dashboard.server import REFRESH_SECONDS
 from tests.dashboards import running_dashboard
 
 pytestmark = pytest.mark.kafka
@@ -261,6 +262,20 @@ def test_dashboard_in_a_browser(browser, stream_database, tmp_path):
             for r in rows
         ]
         assert got == want and want
+
+        # A snapshot replaces the database: the page reloads by itself.
+        page = driver.find_element(By.TAG_NAME, "body")
+        shown = page.get_attribute("data-version")
+        write_catalog(db_path, db_path.with_suffix(".snapshots"))
+        WebDriverWait(driver, 3 * REFRESH_SECONDS).until(
+            expected_conditions.staleness_of(page)
+        )
+        _wait_for_charts(driver)
+        reloaded = driver.find_element(By.TAG_NAME, "body").get_attribute(
+            "data-version"
+        )
+        assert reloaded != shown
+        assert _shown(driver) == _approx(second_numbers)
 
         # The screenshot, then the same page at a phone's width, with no
         # sideways scrolling of the page itself.

@@ -27,7 +27,7 @@ def _layout(figure: go.Figure, **extra: object) -> go.Figure:
     layout: dict[str, object] = {
         "template": "plotly_white",
         "font": {"family": FONT, "size": 12},
-        "margin": {"l": 48, "r": 16, "t": 16, "b": 40},
+        "margin": {"l": 48, "r": 16, "t": 32, "b": 40},
         "legend": {"orientation": "h", "y": -0.18},
         "hovermode": "x unified",
         "height": 320,
@@ -131,7 +131,8 @@ def funnel(dashboard: Dashboard) -> go.Figure:
                 x=counts,
                 orientation="h",
                 text=[f"{count} ({count / started:.0%})" for count in counts],
-                textposition="auto",
+                textposition="outside",
+                cliponaxis=False,
                 hovertemplate="%{y}: %{text}<extra>%{fullData.name}</extra>",
             )
         )
@@ -139,7 +140,8 @@ def funnel(dashboard: Dashboard) -> go.Figure:
         go.Figure(bars),
         hovermode="closest",
         barmode="group",
-        margin={"l": 150, "r": 16, "t": 16, "b": 40},
+        uniformtext={"minsize": 10, "mode": "show"},
+        margin={"l": 150, "r": 56, "t": 32, "b": 40},
         yaxis={"autorange": "reversed"},
         xaxis={"title": "students", "rangemode": "tozero"},
         height=360,

@@ -7,7 +7,11 @@ function drawCharts() {
   const charts = Array.from(document.querySelectorAll(".chart[data-figure]"));
   const drawn = charts.map((element) => {
     const figure = JSON.parse(element.dataset.figure);
-    const config = { responsive: true, displaylogo: false };
+    const config = {
+      responsive: true,
+      displaylogo: false,
+      modeBarButtonsToRemove: ["select2d", "lasso2d", "toImage"],
+    };
     return Plotly.newPlot(element, figure.data, figure.layout, config);
   });
   Promise.all(drawn).then(() => {
