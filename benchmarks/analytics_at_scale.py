@@ -51,14 +51,16 @@ AS_OF = datetime(2026, 12, 1, tzinfo=UTC)
 AS_OF_US = int(AS_OF.timestamp() * 1_000_000)
 
 
-def make_records(keys: int, seed: int) -> tuple[list[bytes], list[bytes]]:
-    """Course records over 50 schools, ~3 courses a student; their students."""
+def make_records(
+    keys: int, seed: int, schools: int = 50
+) -> tuple[list[bytes], list[bytes]]:
+    """Course records over ``schools`` schools, ~3 courses a student; their students."""
     rng = random.Random(seed)
     courses, students = [], []
     student = 0
     made = 0
     while made < keys:
-        team = f"school-{student % 50}"
+        team = f"school-{student % schools}"
         partition = student % PARTITIONS
         for course in range(min(rng.randint(1, 5), keys - made)):
             state = CourseActivity(team, f"s{student}", f"c{course}", partition)
