@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint run dashboard browser broker-start broker-stop clean
+.PHONY: install demo test lint run browser broker-start broker-stop clean
 
 install: $(VENV)/.installed
 
@@ -25,9 +25,6 @@ lint: install
 
 run: install
 	$(BIN)/engagement run
-
-dashboard: install
-	$(BIN)/engagement dashboard
 
 # Chromium and its WebDriver, for the dashboard's browser test (Debian, as root).
 browser:

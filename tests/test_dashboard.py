@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from analytics.catalog import connect_readonly
-from analytics.dashboard import data
+from analytics.dashboard import data, figures
 from analytics.dashboard.server import at_risk_csv, page_context, render_page
 from tests.dashboards import running_dashboard
 
@@ -63,7 +63,8 @@ def test_csv_has_every_churn_risk_row_of_the_school_and_course(sample, dashboard
         assert response.headers["content-type"].startswith("text/csv")
         assert "attachment" in response.headers["content-disposition"]
         assert response.headers["cache-control"] == "no-store"
-        got = list(csv.DictReader(io.StringIO(response.text)))
+        assert response.text.startswith("\ufeff")  # for Excel
+        got = list(csv.DictReader(io.StringIO(response.text.removeprefix("\ufeff"))))
         assert [(r["student_id"], r["course_id"]) for r in got] == [
             (w["student_id"], w["course_id"]) for w in want
         ]
@@ -72,7 +73,9 @@ def test_csv_has_every_churn_risk_row_of_the_school_and_course(sample, dashboard
             assert row["student_email"] == expected["student_email"]
             assert row["risk_band"] == expected["risk_band"]
             assert row["reasons"] == (expected["reasons"] or "")
-            assert float(row["risk_score"]) == pytest.approx(expected["risk_score"])
+            score = float(row["risk_score"])
+            assert score == pytest.approx(expected["risk_score"], abs=0.05)
+            assert int(row["active_days_28"]) == expected["active_days_28"]
             seen = datetime.fromisoformat(row["last_seen_at"])
             assert seen == expected["last_seen_at"]
 
@@ -81,8 +84,10 @@ def test_csv_has_every_churn_risk_row_of_the_school_and_course(sample, dashboard
         f"{dashboard_url}/at-risk.csv",
         params={"school": team, "course": course, "as_of": "2026-12-01"},
     )
-    got = list(csv.DictReader(io.StringIO(response.text)))
+    got = list(csv.DictReader(io.StringIO(response.text.removeprefix("\ufeff"))))
     assert {r["course_id"] for r in got} == {course}
+    name = f"at-risk-{team}-{course}-2026-12-01.csv"
+    assert response.headers["content-disposition"] == f'attachment; filename="{name}"'
     assert len(got) == sum(1 for w in want if w["course_id"] == course)
 
 
@@ -97,12 +102,27 @@ def test_bad_requests_are_answered_in_words(dashboard_url):
     assert bad_date.status_code == 400
     assert "is not a date" in bad_date.text
 
+    for far in ("0002-12-01", "9999-12-31", "1969-12-31T23:59:59Z"):
+        out_of_range = httpx.get(dashboard_url, params={"as_of": far})
+        assert out_of_range.status_code == 400, far
+        assert "is out of range" in out_of_range.text
+
     other_course = httpx.get(dashboard_url, params={"course": "not-a-course"})
     assert other_course.status_code == 200
     assert "not one of this school" in other_course.text
 
     csv_of_nothing = httpx.get(f"{dashboard_url}/at-risk.csv", params={"school": "x"})
     assert csv_of_nothing.status_code == 404
+    csv_of_no_course = httpx.get(f"{dashboard_url}/at-risk.csv", params={"course": "x"})
+    assert csv_of_no_course.status_code == 404
+    assert "not one of this school" in csv_of_no_course.text
+
+    # A page elsewhere whose name resolves to 127.0.0.1 gets nothing.
+    rebound = httpx.get(
+        f"{dashboard_url}/at-risk.csv", headers={"Host": "evil.example"}
+    )
+    assert rebound.status_code == 421
+    assert "@" not in rebound.text
 
 
 def test_a_missing_database_is_explained_until_it_appears(tmp_path):
@@ -181,15 +201,25 @@ def test_markup_in_a_name_is_shown_as_text():
 
     assert "<img src=x" not in page
     assert page.count("&lt;img src=x onerror=") >= 4
+    # Plotly draws some HTML in names; the funnel's legend gets it as text.
+    (trace,) = figures.funnel(_dashboard_with(name)).data
+    assert trace.name == html.escape(name, quote=False)
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_kept_as_text():
     row = dict.fromkeys(data.AT_RISK_COLUMNS)
-    row.update(student_name='=HYPERLINK("http://x")', reasons="@SUM(1)", trend=-0.5)
+    row.update(
+        student_name='=HYPERLINK("http://x")',
+        student_email="a\r=1+1",
+        reasons="@SUM(1)",
+        trend=-0.5,
+    )
 
-    (got,) = csv.DictReader(io.StringIO(at_risk_csv([row])))
+    text = at_risk_csv([row]).removeprefix("\ufeff")
+    (got,) = csv.DictReader(io.StringIO(text, newline=""))
 
     assert got["student_name"] == '\'=HYPERLINK("http://x")'
+    assert got["student_email"] == "a\r=1+1"  # one cell: a CR does not end the row
     assert got["reasons"] == "'@SUM(1)"
     assert got["trend"] == "-0.5"
     assert got["progress"] == ""

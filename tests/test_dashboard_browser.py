@@ -248,7 +248,7 @@ def test_dashboard_in_a_browser(browser, stream_database, tmp_path):
         # The CSV: every churn_risk row of the school, in its order.
         driver.find_element(By.ID, "csv").click()
         downloaded = _wait_for_file(downloads, ".csv")
-        with downloaded.open(newline="") as file:
+        with downloaded.open(newline="", encoding="utf-8-sig") as file:
             rows = list(csv.DictReader(file))
         want = _rows(
             db_path,
@@ -282,16 +282,19 @@ def test_dashboard_in_a_browser(browser, stream_database, tmp_path):
         screenshot = tmp_path / "dashboard.png"
         driver.save_screenshot(str(screenshot))
         assert screenshot.stat().st_size > 10_000
-        driver.set_window_size(390, 844)
+        phone = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
         driver.refresh()
         _wait_for_charts(driver)
-        overflow = driver.execute_script(
-            "return document.documentElement.scrollWidth - window.innerWidth"
+        width, overflow = driver.execute_script(
+            "return [window.innerWidth,"
+            " document.documentElement.scrollWidth - window.innerWidth]"
         )
+        assert width == 390
         assert overflow <= 1
 
         # As of now (the default), the alerts the demo raised are counted.
-        driver.set_window_size(1400, 1000)
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         driver.get(f"{url}/?school={second}")
         _wait_for_charts(driver)
         alerts = _alerts_in_week(db_path, second, datetime.now(UTC))

@@ -21,6 +21,7 @@ RISK_WEEKS = 13
 RISK_BANDS = ("onboarding", "active", "cooling", "at_risk", "churned")
 AT_RISK_BANDS = ("at_risk", "churned")
 COHORT_WEEKS = 12
+COHORT_WEEKS_SINCE = 26  # the heatmap's columns: half a year since registering
 FUNNEL_COURSES = 6
 FUNNEL_STAGES = (
     ("started", "Started"),
@@ -35,6 +36,7 @@ AT_RISK_COLUMNS = (
     "student_email",
     "course_name",
     "days_since_last_seen",
+    "active_days_28",
     "trend",
     "progress",
     "risk_score",
@@ -105,10 +107,11 @@ def schools(connection: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     """(team id, name) of every school in the state, by name."""
     rows = connection.execute(
         """
-        SELECT team_id, coalesce(max(team_name), team_id) AS name
-        FROM (SELECT team_id, team_name FROM student_course_activity
+        SELECT team_id, coalesce(arg_max(team_name, seen), team_id) AS name
+        FROM (SELECT team_id, team_name, last_seen_at AS seen
+              FROM student_course_activity
               UNION ALL
-              SELECT team_id, NULL FROM students)
+              SELECT team_id, NULL, NULL FROM students)
         GROUP BY team_id
         ORDER BY lower(name), team_id
         """
@@ -243,7 +246,7 @@ def risk_bands(
 def cohorts(
     connection: duckdb.DuckDBPyConnection, selection: Selection
 ) -> list[dict[str, Any]]:
-    """cohort_retention for the school's last 12 registration weeks."""
+    """cohort_retention: the school's last 12 registration weeks, 26 weeks on."""
     return _rows(
         connection,
         """
@@ -257,9 +260,10 @@ def cohorts(
         SELECT cohort_week, weeks_since_registration, cohort_size,
                active_students, share_active
         FROM cohorts SEMI JOIN latest USING (cohort_week)
+        WHERE weeks_since_registration < ?
         ORDER BY cohort_week, weeks_since_registration
         """,
-        [selection.as_of, selection.team, COHORT_WEEKS],
+        [selection.as_of, selection.team, COHORT_WEEKS, COHORT_WEEKS_SINCE],
     )
 
 

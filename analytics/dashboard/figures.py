@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import plotly.graph_objects as go
 
 from analytics.dashboard.data import FUNNEL_STAGES, RISK_BANDS, Dashboard
@@ -126,7 +128,8 @@ def funnel(dashboard: Dashboard) -> go.Figure:
         started = counts[0] or 1
         bars.append(
             go.Bar(
-                name=row["course_name"] or row["course_id"],
+                # Plotly draws a subset of HTML in text: a name is not markup.
+                name=html.escape(row["course_name"] or row["course_id"], quote=False),
                 y=labels,
                 x=counts,
                 orientation="h",

@@ -19,7 +19,7 @@ import ipaddress
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -55,6 +55,12 @@ SECURITY_HEADERS = {
     ),
 }
 TREND_STEADY = 0.1
+# Webhooks began long after 2000; as_of may be at most a year ahead.
+FIRST_AS_OF = datetime(2000, 1, 1, tzinfo=UTC)
+FUTURE_AS_OF = timedelta(days=366)
+# The bands in order of concern, for sorting the list by band.
+BAND_ORDER = {band: rank for rank, band in enumerate(data.RISK_BANDS)}
+CSV_DIGITS = {"days_since_last_seen": 2, "trend": 3, "progress": 3, "risk_score": 1}
 
 
 class PageError(Exception):
@@ -90,15 +96,30 @@ def parse_as_of(value: str | None) -> datetime | None:
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
             day = date.fromisoformat(value)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        moment = datetime.fromisoformat(value)
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(value)
     except ValueError:
         raise PageError(
             400,
             f"{value[:40]!r} is not a date: give one as 2026-12-01 "
             "(or an instant, 2026-12-01T12:00:00Z).",
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    # The state is today's, so a far future shows nothing more; and the
+    # plots' ranges reach back 13 weeks from as_of.
+    last = datetime.now(UTC) + FUTURE_AS_OF
+    try:
+        in_range = FIRST_AS_OF <= moment <= last
+    except OverflowError:  # an offset that takes it past year 1 or 9999
+        in_range = False
+    if not in_range:
+        raise PageError(
+            400,
+            f"{value[:40]!r} is out of range: as of a date from "
+            f"{FIRST_AS_OF:%Y-%m-%d} to {last:%Y-%m-%d}.",
+        )
+    return moment
 
 
 def database_version(db_path: Path) -> str:
@@ -123,6 +144,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    environment.globals["band_order"] = BAND_ORDER
     environment.filters.update(
         number=format_number,
         percent=format_percent,
@@ -220,7 +242,7 @@ class Dashboard:
                 selection, choices = _select(connection, wanted)
                 dashboard = data.load(connection, selection, LIST_ROWS, ALERT_ROWS)
             except duckdb.Error as error:
-                raise PageError(500, explain(self.db_path, error)) from None
+                raise self._failed(error) from None
         return page_context(dashboard, choices, wanted.as_of)
 
     def _csv(self, query: Any) -> tuple[int, str, str]:
@@ -229,9 +251,11 @@ class Dashboard:
             with self._connect() as connection:
                 try:
                     selection, _ = _select(connection, wanted)
+                    if wanted.course is not None and selection.course is None:
+                        raise PageError(404, "That course is not one of this school's.")
                     rows = data.at_risk_rows(connection, selection)
                 except duckdb.Error as error:
-                    raise PageError(500, explain(self.db_path, error)) from None
+                    raise self._failed(error) from None
         except PageError as error:
             return error.status, str(error), ""
         return 200, at_risk_csv(rows), _csv_name(selection)
@@ -246,7 +270,12 @@ class Dashboard:
         try:
             return connect_readonly(self.db_path)
         except duckdb.Error as error:
-            raise PageError(500, explain(self.db_path, error)) from None
+            raise self._failed(error) from None
+
+    def _failed(self, error: duckdb.Error) -> PageError:
+        explained = explain(self.db_path, error)
+        logger.warning("Reading the database failed: %s", explained)
+        return PageError(500, explained)
 
 
 def page_context(
@@ -285,7 +314,7 @@ def _select(
     if team not in dict(schools):
         raise PageError(
             404,
-            f"No school {team[:64]!r} in the database: pick one above.",
+            f"No school {team[:64]!r} in the database.",
             {"schools": schools},
         )
     courses = data.courses(connection, team)
@@ -324,25 +353,36 @@ def _query_string(selection: data.Selection, as_of: datetime | None) -> str:
 
 
 def _csv_name(selection: data.Selection) -> str:
-    school = re.sub(r"[^A-Za-z0-9_-]", "_", selection.team)[:40]
-    return f"at-risk-{school}-{selection.last_day.isoformat()}.csv"
+    parts = [selection.team] + ([selection.course] if selection.course else [])
+    names = "-".join(re.sub(r"[^A-Za-z0-9_-]", "_", part)[:40] for part in parts)
+    return f"at-risk-{names}-{selection.as_of.astimezone(UTC):%Y-%m-%d}.csv"
 
 
 def at_risk_csv(rows: list[dict[str, Any]]) -> str:
-    """The at-risk rows as CSV, cells that a spreadsheet would run made text."""
+    """The at-risk rows as CSV for a spreadsheet.
+
+    It starts with a byte-order mark, without which Excel reads UTF-8 as
+    Latin-1; numbers are rounded to what the page shows and a little more;
+    cells that a spreadsheet would run as a formula are made text.
+    """
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    out.write("\ufeff")
+    # CRLF, as RFC 4180 has it: the writer quotes a field holding any character
+    # of the line terminator, so a lone CR in a name cannot end the row.
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(data.AT_RISK_COLUMNS)
     for row in rows:
-        writer.writerow(_csv_cell(row[column]) for column in data.AT_RISK_COLUMNS)
+        writer.writerow(_csv_cell(name, row[name]) for name in data.AT_RISK_COLUMNS)
     return out.getvalue()
 
 
-def _csv_cell(value: object) -> object:
+def _csv_cell(name: str, value: object) -> object:
     if value is None:
         return ""
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
+    if isinstance(value, float) and name in CSV_DIGITS:
+        return round(value, CSV_DIGITS[name])
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
     return value
@@ -352,9 +392,48 @@ def _headers(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**SECURITY_HEADERS, **(extra or {})}
 
 
-def create_app(db_path: Path) -> web.Application:
+def allowed_hosts(bound: str) -> set[str] | None:
+    """The Host header names to answer; None for any (bound to all addresses).
+
+    A page on another site can point its own name at 127.0.0.1 and read
+    what a loopback server answers to it (DNS rebinding); refusing names
+    other than the machine's own stops that.
+    """
+    if bound in ("0.0.0.0", "::", ""):
+        return None
+    return {"127.0.0.1", "localhost", "::1", bound.strip("[]").lower()}
+
+
+def guard(hosts: set[str] | None):
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        host = (request.url.host or "").strip("[]").lower()
+        if hosts is not None and host not in hosts:
+            return web.Response(
+                status=421,
+                text="This dashboard answers only to its own address.",
+                headers=_headers(),
+            )
+        try:
+            response = await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception:
+            logger.exception("The dashboard could not answer %s", request.path)
+            response = web.Response(
+                status=500,
+                text="The dashboard could not answer: its log says why.",
+                headers=_headers(),
+            )
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    return middleware
+
+
+def create_app(db_path: Path, host: str = "127.0.0.1") -> web.Application:
     dashboard = Dashboard(db_path)
-    app = web.Application()
+    app = web.Application(middlewares=[guard(allowed_hosts(host))])
     app.router.add_get("/", dashboard.page)
     app.router.add_get("/at-risk.csv", dashboard.at_risk_csv)
     app.router.add_get("/version", dashboard.version)
@@ -382,7 +461,7 @@ def serve(db_path: Path, host: str, port: int) -> None:
         )
     logger.info("Dashboard of %s at http://%s:%d/", db_path, host, port)
     web.run_app(
-        create_app(db_path),
+        create_app(db_path, host),
         host=host,
         port=port,
         access_log=None,

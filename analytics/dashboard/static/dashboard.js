@@ -29,7 +29,7 @@ function submitOnChange() {
     form.requestSubmit();
   });
   course.addEventListener("change", () => form.requestSubmit());
-  document.getElementById("as-of").addEventListener("change", () => form.requestSubmit());
+  // Not the date: typing one fires "change" at every digit of the year.
   // Leave empty fields out of the address, so "now" stays now.
   form.addEventListener("formdata", (event) => {
     for (const [name, value] of Array.from(event.formData.entries())) {
@@ -48,6 +48,13 @@ function cellValue(row, index, type) {
 function makeSortable(table) {
   const headers = Array.from(table.tHead.rows[0].cells);
   headers.forEach((header, index) => {
+    header.tabIndex = 0;
+    header.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        header.click();
+      }
+    });
     header.addEventListener("click", () => {
       const type = header.dataset.type;
       const ascending = header.getAttribute("aria-sort") !== "ascending";
