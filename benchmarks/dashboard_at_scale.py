@@ -77,6 +77,16 @@ def bands_by_risk_bands(connection, selection: data.Selection) -> Counter:
     return counts
 
 
+def _churn_risk(connection, selection: data.Selection) -> object:
+    return data.churn_risk(connection, selection, 50)
+
+
+def _alerts(connection, selection: data.Selection) -> object:
+    return data.recent_alerts(connection, selection), data.alert_kinds(
+        connection, selection
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=1_000_000)
@@ -118,12 +128,11 @@ def main() -> None:
                 ]
             ]
             for name, section in (
-                ("headline numbers", data.headline),
-                ("daily active, 96 days", data.daily_active),
+                ("daily active, 96 days (and the headline's)", data.activity),
+                ("churn risk: the list's top 50 and counts", _churn_risk),
                 ("cohorts", data.cohorts),
                 ("funnel", data.funnel),
-                ("at-risk list (top 50)", lambda c, s: data.at_risk_rows(c, s, 50)),
-                ("recent alerts", data.recent_alerts),
+                ("alerts: the latest 20 and counts by kind", _alerts),
             ):
                 seconds = best_of(
                     args.repeat, lambda f=section: f(connection, selection)

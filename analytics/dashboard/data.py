@@ -74,6 +74,19 @@ class Headline:
     alerts_7d: int
 
 
+@dataclass(frozen=True)
+class Activity:
+    series: list[tuple[date, int, float]]  # day, active, 7-day mean
+    last: tuple  # the last day's active, 7-day, 28-day counts and stickiness
+
+
+@dataclass(frozen=True)
+class Risk:
+    at_risk_students: int  # distinct, with a course at_risk or churned
+    total: int
+    top: list[dict[str, Any]]
+
+
 @dataclass
 class Dashboard:
     selection: Selection
@@ -137,39 +150,6 @@ def _by_name(item: tuple[str, str]) -> tuple[str, str]:
     return (item[1].lower(), item[0])
 
 
-def headline(connection: duckdb.DuckDBPyConnection, selection: Selection) -> Headline:
-    parameters: list = [selection.as_of, selection.team]
-    if selection.course is None:
-        course_sql = " AND course_id IS NULL"
-    else:
-        course_sql = _course_filter(selection, parameters)
-    parameters.append(selection.last_day)
-    day = connection.execute(
-        "SELECT active_students, active_students_7d, active_students_28d, stickiness"
-        " FROM daily_active_at(?, days := 1) WHERE team_id = ?"
-        + course_sql
-        + " AND day = ?",
-        parameters,
-    ).fetchone()
-
-    parameters = [selection.as_of, selection.team, *AT_RISK_BANDS]
-    course_sql = _course_filter(selection, parameters)
-    (at_risk,) = connection.execute(
-        "SELECT count(DISTINCT student_id) FROM churn_risk_at(?)"
-        " WHERE team_id = ? AND risk_band IN (?, ?)" + course_sql,
-        parameters,
-    ).fetchone()
-
-    (alerts,) = connection.execute(
-        "SELECT count(*) FROM (" + _alerts_sql(selection, []) + ")",
-        _alerts_parameters(selection, selection.as_of - 7 * DAY),
-    ).fetchone()
-
-    if day is None:  # nobody active in the 28 days: the view has no row
-        return Headline(0, 0, 0, None, at_risk, alerts)
-    return Headline(day[0], day[1], day[2], day[3], at_risk, alerts)
-
-
 def _alerts_sql(selection: Selection, columns: list[str]) -> str:
     chosen = ", ".join(columns) if columns else "alert_id"
     sql = (
@@ -188,32 +168,59 @@ def _alerts_parameters(selection: Selection, since: datetime) -> list:
     return parameters
 
 
-def daily_active(
-    connection: duckdb.DuckDBPyConnection, selection: Selection
-) -> list[tuple[date, int, float]]:
-    """(day, students active, mean of the 7 days ending then) for 90 days."""
+def activity(connection: duckdb.DuckDBPyConnection, selection: Selection) -> Activity:
+    """daily_active for the plot's 90 days (and the 6 before, for its mean)."""
     span = DAILY_DAYS + ROLLING_DAYS - 1
     parameters: list = [selection.as_of, span, selection.team]
     if selection.course is None:
         course_sql = " AND course_id IS NULL"
     else:
         course_sql = _course_filter(selection, parameters)
-    counts = dict(
-        connection.execute(
-            "SELECT day, active_students FROM daily_active_at(?, days := ?)"
+    by_day = {
+        day: counts
+        for day, *counts in connection.execute(
+            "SELECT day, active_students, active_students_7d, active_students_28d,"
+            " stickiness FROM daily_active_at(?, days := ?)"
             " WHERE team_id = ?" + course_sql,
             parameters,
         ).fetchall()
-    )
+    }
 
     # Days nobody was active in the 28 days ending then have no row: 0.
     days = [selection.last_day - back * DAY for back in range(span - 1, -1, -1)]
-    values = [counts.get(day, 0) for day in days]
+    values = [by_day[day][0] if day in by_day else 0 for day in days]
     series = []
     for index in range(ROLLING_DAYS - 1, span):
         window = values[index - ROLLING_DAYS + 1 : index + 1]
         series.append((days[index], values[index], sum(window) / ROLLING_DAYS))
-    return series
+    last = tuple(by_day.get(selection.last_day, (0, 0, 0, None)))
+    return Activity(series, last)
+
+
+def churn_risk(
+    connection: duckdb.DuckDBPyConnection, selection: Selection, list_rows: int
+) -> Risk:
+    """churn_risk for the selection, scored once for its counts and its top."""
+    parameters: list = [selection.as_of, selection.team]
+    course_sql = _course_filter(selection, parameters)
+    connection.execute(
+        "CREATE OR REPLACE TEMP TABLE dashboard_churn_risk AS"
+        " SELECT * FROM churn_risk_at(?) WHERE team_id = ?" + course_sql,
+        parameters,
+    )
+    total, students = connection.execute(
+        "SELECT count(*), count(DISTINCT student_id) FILTER (WHERE risk_band IN (?, ?))"
+        " FROM dashboard_churn_risk",
+        list(AT_RISK_BANDS),
+    ).fetchone()
+    top = _rows(
+        connection,
+        f"SELECT {', '.join(AT_RISK_COLUMNS)} FROM dashboard_churn_risk"
+        " ORDER BY risk_score DESC, team_id, student_id, course_id LIMIT ?",
+        [list_rows],
+    )
+    connection.execute("DROP TABLE dashboard_churn_risk")
+    return Risk(students, total, top)
 
 
 def risk_bands(
@@ -343,21 +350,18 @@ def load(
     alert_rows: int,
 ) -> Dashboard:
     """Everything the page shows for one selection."""
-    parameters: list = [selection.as_of, selection.team]
-    course_sql = _course_filter(selection, parameters)
-    (total,) = connection.execute(
-        "SELECT count(*) FROM churn_risk_at(?) WHERE team_id = ?" + course_sql,
-        parameters,
-    ).fetchone()
+    daily = activity(connection, selection)
+    risk = churn_risk(connection, selection, list_rows)
+    kinds = alert_kinds(connection, selection)
     return Dashboard(
         selection=selection,
-        headline=headline(connection, selection),
-        daily=daily_active(connection, selection),
+        headline=Headline(*daily.last, risk.at_risk_students, sum(kinds.values())),
+        daily=daily.series,
         risk_bands=risk_bands(connection, selection),
         cohorts=cohorts(connection, selection),
         funnel=funnel(connection, selection),
-        at_risk=at_risk_rows(connection, selection, list_rows),
-        at_risk_total=total,
+        at_risk=risk.top,
+        at_risk_total=risk.total,
         alerts=recent_alerts(connection, selection, alert_rows),
-        alert_kinds=alert_kinds(connection, selection),
+        alert_kinds=kinds,
     )
