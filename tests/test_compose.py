@@ -38,14 +38,14 @@ def test_kafka_is_the_official_image_of_the_tested_version(services):
 
 def test_every_setting_named_exists_in_the_code(services):
     fields = {f"ENGAGEMENT_{name.upper()}" for name in Settings.model_fields}
-    for name in ("receiver", "worker"):
+    for name in ("receiver", "worker", "dashboard"):
         unknown = set(_settings_of(services[name])) - fields
         assert not unknown, f"{name} sets unknown settings {unknown}"
 
 
 def test_services_run_real_cli_commands(services):
     commands = typer.main.get_command(cli).commands
-    for name in ("receiver", "worker"):
+    for name in ("receiver", "worker", "dashboard"):
         assert services[name]["command"] == [name]
         assert name in commands
 
@@ -64,6 +64,11 @@ def test_ports_published_are_the_ports_served(services):
         f"{receiver['ENGAGEMENT_RECEIVER_PORT']}:" in services["receiver"]["ports"][0]
     )
     assert f":{worker['ENGAGEMENT_WORKER_WEB_PORT']}" in services["worker"]["ports"][0]
+    dashboard = _settings_of(services["dashboard"])
+    port = dashboard["ENGAGEMENT_DASHBOARD_PORT"]
+    assert services["dashboard"]["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert dashboard["ENGAGEMENT_DUCKDB_PATH"] == worker["ENGAGEMENT_DUCKDB_PATH"]
+    assert services["dashboard"]["volumes"] == services["worker"]["volumes"]
     assert (
         receiver["ENGAGEMENT_KAFKA_TOPIC_PARTITIONS"]
         == (worker["ENGAGEMENT_KAFKA_TOPIC_PARTITIONS"])
