@@ -446,6 +446,7 @@ def dashboard(
         duckdb or settings.duckdb_path,
         host or settings.dashboard_host,
         port or settings.dashboard_port,
+        settings.dashboard_allowed_hosts,
     )
 
 

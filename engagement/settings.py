@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # The dashboard shows names and e-mails: loopback unless told otherwise.
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(default=8050, ge=1, le=65535)
+    # Host names it answers besides its own address and loopback's
+    # (comma-separated): any other is refused, against DNS rebinding.
+    dashboard_allowed_hosts: Annotated[list[str], NoDecode] = []
 
     # Inactivity alerts: the thresholds and deliveries file (engagement.alerts_config
     # documents it; unset means the defaults and no delivery), how often the
@@ -95,7 +98,7 @@ class Settings(BaseSettings):
     # keeps none.
     duckdb_history_retention_days: float = Field(default=90.0, ge=0)
 
-    @field_validator("webhook_secrets", mode="before")
+    @field_validator("webhook_secrets", "dashboard_allowed_hosts", mode="before")
     @classmethod
     def _split_secrets(cls, value: object) -> object:
         if isinstance(value, str):

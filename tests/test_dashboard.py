@@ -18,7 +18,12 @@ import pytest
 
 from analytics.catalog import connect_readonly
 from analytics.dashboard import data, figures
-from analytics.dashboard.server import at_risk_csv, page_context, render_page
+from analytics.dashboard.server import (
+    allowed_hosts,
+    at_risk_csv,
+    page_context,
+    render_page,
+)
 from tests.dashboards import running_dashboard
 
 SAMPLE = "alpaclass-sample.jsonl"
@@ -118,11 +123,32 @@ def test_bad_requests_are_answered_in_words(dashboard_url):
     assert "not one of this school" in csv_of_no_course.text
 
     # A page elsewhere whose name resolves to 127.0.0.1 gets nothing.
-    rebound = httpx.get(
-        f"{dashboard_url}/at-risk.csv", headers={"Host": "evil.example"}
+    for host in ("evil.example", "evil.example:8050", "localhost:abc"):
+        rebound = httpx.get(f"{dashboard_url}/at-risk.csv", headers={"Host": host})
+        assert rebound.status_code == 421, host
+        assert "@" not in rebound.text
+    assert (
+        httpx.get(dashboard_url, headers={"Host": "localhost:8050"}).status_code == 200
     )
-    assert rebound.status_code == 421
-    assert "@" not in rebound.text
+
+
+@pytest.mark.kafka
+def test_an_error_page_keeps_the_school_asked_for(sample, dashboard_url):
+    (team,) = _rows(sample, "SELECT max(team_id) AS t FROM students")[0].values()
+
+    page = httpx.get(dashboard_url, params={"school": team, "as_of": "1999-12-31"})
+
+    assert page.status_code == 400
+    assert "is out of range" in page.text
+    assert f'<option value="{team}" selected>' in page.text
+
+
+def test_only_this_machines_names_are_answered_on_every_address():
+    for bound in ("127.0.0.1", "0.0.0.0"):
+        hosts = allowed_hosts(bound, ["dash.example"])
+        assert {"127.0.0.1", "localhost", "::1", "dash.example"} <= hosts
+        assert "evil.example" not in hosts and "" not in hosts
+    assert "10.0.0.5" in allowed_hosts("10.0.0.5")
 
 
 def test_a_missing_database_is_explained_until_it_appears(tmp_path):

@@ -129,7 +129,8 @@ def schools(connection: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
         ORDER BY lower(name), team_id
         """
     ).fetchall()
-    return [(team, name) for team, name in rows]
+    # Events without a team id are kept under ''.
+    return [(team, name or "(no school id)") for team, name in rows]
 
 
 def courses(connection: duckdb.DuckDBPyConnection, team: str) -> list[tuple[str, str]]:

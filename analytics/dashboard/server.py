@@ -18,6 +18,7 @@ import io
 import ipaddress
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
@@ -42,6 +43,13 @@ LIST_ROWS = 50
 ALERT_ROWS = 20
 # Pages built at once: each runs a dozen queries on DuckDB's own threads.
 CONCURRENT_PAGES = 2
+# Requests waiting for one of those beyond which the answer is 503.
+WAITING_PAGES = 16
+BUSY_PAGE = (
+    '<!doctype html><meta http-equiv="refresh" content="5">'
+    "<p>The dashboard is busy building other pages; this one follows in a few "
+    "seconds.</p>"
+)
 REFRESH_SECONDS = 10
 # A spreadsheet runs a cell that starts with one of these as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -117,7 +125,7 @@ def parse_as_of(value: str | None) -> datetime | None:
         raise PageError(
             400,
             f"{value[:40]!r} is out of range: as of a date from "
-            f"{FIRST_AS_OF:%Y-%m-%d} to {last:%Y-%m-%d}.",
+            f"{FIRST_AS_OF:%Y-%m-%d} up to a year from now.",
         )
     return moment
 
@@ -184,6 +192,7 @@ class Dashboard:
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
         self.pages = asyncio.Semaphore(CONCURRENT_PAGES)
+        self.waiting = 0
 
     async def page(self, request: web.Request) -> web.Response:
         status, html = await self._build(request, self._page)
@@ -216,12 +225,30 @@ class Dashboard:
         )
 
     async def _build(self, request: web.Request, build: Any) -> Any:
-        async with self.pages:
+        if self.waiting >= WAITING_PAGES:
+            raise web.HTTPServiceUnavailable(
+                text=BUSY_PAGE,
+                content_type="text/html",
+                headers={**_headers(), "Retry-After": "5"},
+            )
+        self.waiting += 1
+        try:
+            await self.pages.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            # A page nobody waits for any more would only delay the next ones.
+            if request.transport is None or request.transport.is_closing():
+                raise web.HTTPServiceUnavailable(text="The request was abandoned.")
             return await asyncio.to_thread(build, request.query)
+        finally:
+            self.pages.release()
 
     def _page(self, query: Any) -> tuple[int, str]:
         version = database_version(self.db_path)
         context: dict[str, Any] = {
+            "first_date": FIRST_AS_OF.date().isoformat(),
+            "last_date": (datetime.now(UTC) + FUTURE_AS_OF).date().isoformat(),
             "version": version,
             "refresh_seconds": REFRESH_SECONDS,
             "db_path": str(self.db_path),
@@ -232,7 +259,7 @@ class Dashboard:
             context.update(self._dashboard(wanted))
             status = 200
         except PageError as error:
-            context.update(error.choices, error=str(error))
+            context.update(error.choices or self._pickers(query), error=str(error))
             status = error.status
         return status, render_page(context)
 
@@ -244,6 +271,24 @@ class Dashboard:
             except duckdb.Error as error:
                 raise self._failed(error) from None
         return page_context(dashboard, choices, wanted.as_of)
+
+    def _pickers(self, query: Any) -> dict[str, Any]:
+        """An error page's pickers, still on the school asked for if it exists."""
+        try:
+            with self._connect() as connection:
+                schools = data.schools(connection)
+                school = query.get("school")
+                if school not in dict(schools):
+                    school = None
+                courses = data.courses(connection, school) if school else []
+        except (PageError, duckdb.Error):
+            return {}
+        return {
+            "schools": schools,
+            "school": school,
+            "courses": courses,
+            "course": query.get("course"),
+        }
 
     def _csv(self, query: Any) -> tuple[int, str, str]:
         try:
@@ -353,7 +398,8 @@ def _query_string(selection: data.Selection, as_of: datetime | None) -> str:
 
 
 def _csv_name(selection: data.Selection) -> str:
-    parts = [selection.team] + ([selection.course] if selection.course else [])
+    parts = [selection.team or "no-school"]
+    parts += [selection.course] if selection.course else []
     names = "-".join(re.sub(r"[^A-Za-z0-9_-]", "_", part)[:40] for part in parts)
     return f"at-risk-{names}-{selection.as_of.astimezone(UTC):%Y-%m-%d}.csv"
 
@@ -392,23 +438,28 @@ def _headers(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**SECURITY_HEADERS, **(extra or {})}
 
 
-def allowed_hosts(bound: str) -> set[str] | None:
-    """The Host header names to answer; None for any (bound to all addresses).
+def allowed_hosts(bound: str, extra: Iterable[str] = ()) -> set[str]:
+    """The Host header names to answer.
 
     A page on another site can point its own name at 127.0.0.1 and read
     what a loopback server answers to it (DNS rebinding); refusing names
-    other than the machine's own stops that.
+    other than the machine's own stops that, even when bound to every
+    address (as in a container whose port is published on loopback).
     """
-    if bound in ("0.0.0.0", "::", ""):
-        return None
-    return {"127.0.0.1", "localhost", "::1", bound.strip("[]").lower()}
+    names = {"127.0.0.1", "localhost", "::1", *(name.lower() for name in extra)}
+    if bound not in ("0.0.0.0", "::", ""):
+        names.add(bound.strip("[]").lower())
+    return names
 
 
-def guard(hosts: set[str] | None):
+def guard(hosts: set[str]):
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        host = (request.url.host or "").strip("[]").lower()
-        if hosts is not None and host not in hosts:
+        try:
+            host = (request.url.host or "").strip("[]").lower()
+        except ValueError:  # a Host header with a port that is no port
+            host = ""
+        if host not in hosts:
             return web.Response(
                 status=421,
                 text="This dashboard answers only to its own address.",
@@ -431,9 +482,11 @@ def guard(hosts: set[str] | None):
     return middleware
 
 
-def create_app(db_path: Path, host: str = "127.0.0.1") -> web.Application:
+def create_app(
+    db_path: Path, host: str = "127.0.0.1", extra_hosts: Iterable[str] = ()
+) -> web.Application:
     dashboard = Dashboard(db_path)
-    app = web.Application(middlewares=[guard(allowed_hosts(host))])
+    app = web.Application(middlewares=[guard(allowed_hosts(host, extra_hosts))])
     app.router.add_get("/", dashboard.page)
     app.router.add_get("/at-risk.csv", dashboard.at_risk_csv)
     app.router.add_get("/version", dashboard.version)
@@ -452,7 +505,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(db_path: Path, host: str, port: int) -> None:
+def serve(db_path: Path, host: str, port: int, extra_hosts: Iterable[str] = ()) -> None:
     if not is_loopback(host):
         logger.warning(
             "The dashboard shows students' names and e-mails, and %s is not a "
@@ -461,7 +514,7 @@ def serve(db_path: Path, host: str, port: int) -> None:
         )
     logger.info("Dashboard of %s at http://%s:%d/", db_path, host, port)
     web.run_app(
-        create_app(db_path, host),
+        create_app(db_path, host, extra_hosts),
         host=host,
         port=port,
         access_log=None,
