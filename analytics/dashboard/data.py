@@ -30,6 +30,8 @@ FUNNEL_STAGES = (
     ("finished_course", "Finished the course"),
     ("accessed_certificate", "Opened the certificate"),
 )
+# churn_risk's own order, for the list and the CSV.
+RISK_ORDER = "risk_score DESC, team_id, student_id, course_id"
 # The columns of the at-risk list and of its CSV, in order.
 AT_RISK_COLUMNS = (
     "student_name",
@@ -152,9 +154,8 @@ def _by_name(item: tuple[str, str]) -> tuple[str, str]:
 
 
 def _alerts_sql(selection: Selection, columns: list[str]) -> str:
-    chosen = ", ".join(columns) if columns else "alert_id"
     sql = (
-        f"SELECT {chosen} FROM inactivity_alerts"
+        f"SELECT {', '.join(columns)} FROM inactivity_alerts"
         " WHERE team_id = ? AND detected_at >= ? AND detected_at < ?"
     )
     if selection.course is not None:
@@ -217,7 +218,7 @@ def churn_risk(
     top = _rows(
         connection,
         f"SELECT {', '.join(AT_RISK_COLUMNS)} FROM dashboard_churn_risk"
-        " ORDER BY risk_score DESC, team_id, student_id, course_id LIMIT ?",
+        f" ORDER BY {RISK_ORDER} LIMIT ?",
         [list_rows],
     )
     connection.execute("DROP TABLE dashboard_churn_risk")
@@ -303,7 +304,7 @@ def at_risk_rows(
         f"SELECT {', '.join(AT_RISK_COLUMNS)} FROM churn_risk_at(?)"
         " WHERE team_id = ?" + course_sql
     )
-    sql += " ORDER BY risk_score DESC, team_id, student_id, course_id"
+    sql += f" ORDER BY {RISK_ORDER}"
     if limit is not None:
         sql += " LIMIT ?"
         parameters.append(limit)

@@ -274,21 +274,14 @@ class Dashboard:
 
     def _pickers(self, query: Any) -> dict[str, Any]:
         """An error page's pickers, still on the school asked for if it exists."""
+        wanted = Request(query.get("school") or None, query.get("course") or None, None)
         try:
             with self._connect() as connection:
-                schools = data.schools(connection)
-                school = query.get("school")
-                if school not in dict(schools):
-                    school = None
-                courses = data.courses(connection, school) if school else []
-        except (PageError, duckdb.Error):
+                return _select(connection, wanted)[1]
+        except PageError as error:
+            return error.choices
+        except duckdb.Error:
             return {}
-        return {
-            "schools": schools,
-            "school": school,
-            "courses": courses,
-            "course": query.get("course"),
-        }
 
     def _csv(self, query: Any) -> tuple[int, str, str]:
         try:
